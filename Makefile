@@ -1,0 +1,49 @@
+# The two commands of the README:
+#   make run    start the local stack, migrate, create topics, run the worker (Ctrl-C stops it)
+#   make test   start the local stack, then lint, type-check and run the whole test suite
+# Everything they need is installed here: a virtualenv in .venv, Kafka and PostgreSQL by
+# scripts/stack.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install stack-up stack-down lint unit integration clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "payment-worker needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+stack-up:
+	scripts/stack up
+
+stack-down:
+	scripts/stack down
+
+run: install stack-up
+	$(BIN)/payment-worker db upgrade
+	$(BIN)/payment-worker topics create
+	$(BIN)/payment-worker run worker
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install stack-up
+	$(BIN)/pytest tests/integration
+
+test: install stack-up lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""The one frozen settings object.
+
+Settings are read once, in ``load_settings``, from environment variables prefixed
+``PAYMENT_WORKER_`` and from secret files (one file per setting, named like its variable, in
+``PAYMENT_WORKER_SECRETS_DIR``, e.g. a Kubernetes secret volume). Nothing else in the
+code base reads the environment. Secrets are ``SecretStr`` so they never appear in a
+``repr`` or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+ENV_PREFIX = "PAYMENT_WORKER_"
+SECRETS_DIR_VARIABLE = f"{ENV_PREFIX}SECRETS_DIR"
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class Settings(BaseSettings):
+    """Everything the worker can be told. Defaults fit the local stack (scripts/stack)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_endpoint_identification_algorithm: Literal["https", "none"] = "https"
+    # Any other librdkafka property, as a JSON object; applied last to consumers,
+    # producers and the admin client alike.
+    kafka_extra_config: dict[str, str] = Field(default_factory=dict)
+
+    topic_commands: str = "payment.commands"
+    topic_events: str = "payment.events"
+    topic_results: str = "payment.command-results"
+    topic_dlq: str = "payment.commands.dlq"
+    topic_partitions: int = Field(default=12, ge=1)
+    # -1 lets the broker choose (its default.replication.factor), KIP-464.
+    topic_replication_factor: int = Field(default=-1, ge=-1)
+
+    consumer_group: str = "payment-worker"
+    # quixstreams wants a local state directory even for a stateless pipeline like this
+    # one; nothing of value is kept there.
+    quixstreams_state_dir: Path = Path(tempfile.gettempdir()) / "payment-worker-quixstreams"
+    # Events become visible to read_committed consumers when the Kafka transaction of
+    # a checkpoint commits, so this bounds the added latency of every command.
+    commit_interval_seconds: float = Field(default=0.1, gt=0)
+    commit_every: int = Field(default=5000, ge=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    # --- PostgreSQL ------------------------------------------------------------------
+    # TLS for Postgres goes in the URL query: ?sslmode=verify-full&sslrootcert=...
+    database_url: SecretStr = SecretStr(
+        "postgresql+psycopg://payment_worker:payment_worker@127.0.0.1:55432/payments"
+    )
+    # When set (e.g. from a secret file), replaces the password in database_url, so the
+    # URL itself can live in plain configuration.
+    database_password: SecretStr | None = None
+    database_schema: str = Field(default="payment_worker", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    database_pool_size: int = Field(default=5, ge=1)
+    database_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    database_connect_timeout_seconds: int = Field(default=10, ge=1)
+
+    # --- User Service (profile lookup) ---------------------------------------------------
+    user_service_url: str = "https://user-service.internal"
+    user_service_timeout_seconds: float = Field(default=2.0, gt=0)
+    user_service_bearer_token: SecretStr | None = None
+    user_service_ca_bundle: Path | None = None
+    user_service_client_certificate: Path | None = None
+    user_service_client_key: Path | None = None
+    user_service_allow_plain_http_on_loopback: bool = False
+
+    # --- Operations ------------------------------------------------------------------
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from outside the pod
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name at least one broker, e.g. kafka-1:9092")
+        return value.strip()
+
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the password from ``database_password`` if one is set."""
+        url = make_url(self.database_url.get_secret_value())
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        if self.database_password is not None:
+            url = url.set(password=self.database_password.get_secret_value())
+        return url.render_as_string(hide_password=False)
+
+    def database_url_for_display(self) -> str:
+        """The database URL with its password masked, safe for logs."""
+        url = make_url(self.database_url.get_secret_value())
+        return url.render_as_string(hide_password=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once: environment, then secret files; overrides win (tests)."""
+    secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE)
+    if secrets_dir:
+        return Settings(_secrets_dir=secrets_dir, **overrides)
+    return Settings(**overrides)

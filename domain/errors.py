@@ -1,0 +1,59 @@
+"""The three kinds of failure, under one root, each handled in exactly one way.
+
+- ``Rejection`` is not raised: a business rule said no, and the result says why.
+- ``InvalidMessage``: the bytes are not a valid command; they go to the dead-letter topic.
+- ``TransientError``: a dependency is unavailable; the command waits and is retried,
+  never dead-lettered.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PaymentWorkerError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+
+class InvalidReason(StrEnum):
+    """Why a message was dead-lettered; a fixed set, used as a metric label."""
+
+    EMPTY_VALUE = "empty_value"
+    OVERSIZE = "oversize"
+    INVALID_UTF8 = "invalid_utf8"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    TOO_DEEP = "too_deep"
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
+    NON_FINITE_NUMBER = "non_finite_number"
+    DUPLICATE_KEY = "duplicate_key"
+    UNKNOWN_COMMAND_TYPE = "unknown_command_type"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    SCHEMA_VIOLATION = "schema_violation"
+    SENSITIVE_DATA = "sensitive_data"
+    KEY_MISMATCH = "key_mismatch"
+
+
+class InvalidMessage(PaymentWorkerError):
+    """The message is not a valid command; carries a fixed reason and a safe detail."""
+
+    def __init__(
+        self,
+        reason: InvalidReason,
+        detail: str,
+        *,
+        command_id: str | None = None,
+        command_type: str | None = None,
+        withhold_body: bool = False,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.command_id = command_id
+        self.command_type = command_type
+        # True when the body may hold card data: the DLQ then keeps only its hash.
+        self.withhold_body = withhold_body
+
+
+class TransientError(PaymentWorkerError):
+    """A dependency failed in a way that may pass; retry, never dead-letter."""

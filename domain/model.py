@@ -1,0 +1,61 @@
+"""The state that decisions read and produce; plain frozen values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from schemas.events import EventEnvelope
+from schemas.results import CommandResult
+
+MAX_ACTIVE_PAYMENT_METHODS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentMethod:
+    payment_method_id: str
+    user_id: str
+    gateway_token: str | None
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    fingerprint: str
+    billing_name: str | None
+    is_default: bool
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def with_changes(self, **changes: object) -> PaymentMethod:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """Everything a decision may read about one key (a user, or a guest payment)."""
+
+    key: str
+    last_sequence: int = 0
+    methods: tuple[PaymentMethod, ...] = ()
+    # Payment method ids named by this command that already belong to another key:
+    # reusing one must be refused without revealing whose it is.
+    taken_payment_method_ids: frozenset[str] = frozenset()
+
+    @property
+    def active_methods(self) -> tuple[PaymentMethod, ...]:
+        return tuple(method for method in self.methods if method.active)
+
+    @property
+    def default_method(self) -> PaymentMethod | None:
+        return next((m for m in self.methods if m.active and m.is_default), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one command does: the result, its events, and the rows that change."""
+
+    result: CommandResult
+    events: tuple[EventEnvelope, ...] = ()
+    changed_methods: tuple[PaymentMethod, ...] = field(default=())
+    last_sequence: int = 0

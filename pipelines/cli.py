@@ -1,0 +1,218 @@
+"""``payment-worker``: run the worker, migrate the database, create topics, send commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from config.logging import configure_logging
+from config.settings import Settings, load_settings
+from pipelines import metrics
+from pipelines.kafka_clients import command_producer, read_records, topic_reader
+from pipelines.topics import create_topics
+from pipelines.version import worker_version
+from pipelines.wiring import build_worker
+from state.database import create_database_engine, current_revision, upgrade_schema
+
+logger = logging.getLogger("payment_worker")
+
+
+def _run_worker(settings: Settings, _: argparse.Namespace) -> int:
+
+    engine = create_database_engine(settings)
+    if current_revision(engine, settings.database_schema) is None:
+        logger.error("the database schema is not migrated: run `payment-worker db upgrade`")
+        return 2
+    engine.dispose()
+    metrics.BUILD_INFO.info({"version": worker_version()})
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    logger.info(
+        "payment worker starting",
+        extra={
+            "version": worker_version(),
+            "kafka": settings.kafka_bootstrap_servers,
+            "database": settings.database_url_for_display(),
+            "schema": settings.database_schema,
+            "group": settings.consumer_group,
+            "commands": settings.topic_commands,
+            "metricsPort": settings.metrics_port,
+        },
+    )
+    build_worker(settings).run()
+    logger.info("payment worker stopped")
+    return 0
+
+
+def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
+
+    engine = create_database_engine(settings)
+    upgrade_schema(engine, settings.database_schema)
+    print(
+        f"database schema {settings.database_schema!r} at revision "
+        f"{current_revision(engine, settings.database_schema)}"
+    )
+    return 0
+
+
+def _db_current(settings: Settings, _: argparse.Namespace) -> int:
+
+    revision = current_revision(create_database_engine(settings), settings.database_schema)
+    print(revision or "not migrated")
+    return 0 if revision else 1
+
+
+def _topics_create(settings: Settings, _: argparse.Namespace) -> int:
+
+    for name, outcome in create_topics(settings).items():
+        print(f"{name}: {outcome}")
+    return 0
+
+
+def _add_payment_method_command(args: argparse.Namespace) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "gatewayToken": args.gateway_token,
+        "card": {
+            "brand": args.brand,
+            "last4": args.last4,
+            "expMonth": args.exp_month,
+            "expYear": args.exp_year,
+            "fingerprint": args.fingerprint,
+        },
+        "makeDefault": args.make_default,
+    }
+    if args.payment_method_id:
+        payload["paymentMethodId"] = args.payment_method_id
+    if args.billing_name:
+        payload["billingName"] = args.billing_name
+    return {"type": "AddPaymentMethod", "userId": args.user_id, "payload": payload}
+
+
+def _send(settings: Settings, args: argparse.Namespace) -> int:
+
+    if args.command == "file":
+        text = sys.stdin.read() if args.path == "-" else Path(args.path).read_text()
+        command = json.loads(text)
+    else:
+        command = _add_payment_method_command(args)
+    command.setdefault("commandId", str(uuid.uuid4()))
+    command.setdefault("schemaVersion", 1)
+    command.setdefault("issuedAt", datetime.now(UTC).isoformat(timespec="seconds"))
+    key = command.get("userId") or command.get("payload", {}).get("paymentId")
+
+    results = (
+        topic_reader(settings, settings.topic_results, from_beginning=False) if args.wait else None
+    )
+    producer = command_producer(settings)
+    producer.produce(settings.topic_commands, key=key, value=json.dumps(command).encode())
+    if producer.flush(10) != 0:
+        print("the command could not be delivered to Kafka within 10 s", file=sys.stderr)
+        return 1
+    print(json.dumps({"sent": command["commandId"], "key": key}))
+    if results is None:
+        return 0
+    for record in read_records(results, idle_timeout=args.wait, max_records=None):
+        value = record["value"]
+        if isinstance(value, dict) and value.get("commandId") == command["commandId"]:
+            print(json.dumps(value))
+            return 0 if value.get("status") == "accepted" else 3
+    print(f"no result within {args.wait} s: is a worker running?", file=sys.stderr)
+    return 1
+
+
+def _tail(settings: Settings, args: argparse.Namespace) -> int:
+
+    topic = {
+        "events": settings.topic_events,
+        "results": settings.topic_results,
+        "dlq": settings.topic_dlq,
+    }[args.topic_kind]
+    consumer = topic_reader(settings, topic, from_beginning=args.from_beginning)
+    try:
+        for record in read_records(consumer, idle_timeout=args.timeout, max_records=args.max):
+            print(json.dumps(record), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payment-worker",
+        description="Headless Kafka worker of the Payment Service. "
+        "Settings come from PAYMENT_WORKER_* environment variables (see README).",
+    )
+    commands = parser.add_subparsers(dest="group", required=True)
+
+    run = commands.add_parser("run", help="run a pipeline in the foreground (Ctrl-C stops it)")
+    run.add_argument("pipeline", nargs="?", choices=["worker"], default="worker")
+    run.set_defaults(handler=_run_worker)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="apply every migration").set_defaults(handler=_db_upgrade)
+    db.add_parser("current", help="print the applied revision").set_defaults(handler=_db_current)
+
+    topics = commands.add_parser("topics", help="Kafka topics").add_subparsers(
+        dest="topics", required=True
+    )
+    topics.add_parser("create", help="create the four topics (idempotent)").set_defaults(
+        handler=_topics_create
+    )
+
+    send = commands.add_parser("send", help="produce a command to payment.commands")
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the command's result and print it",
+    )
+    send.set_defaults(handler=_send)
+    send_kinds = send.add_subparsers(dest="command", required=True)
+    from_file = send_kinds.add_parser(
+        "file", help="a command envelope from a JSON file (- = stdin)"
+    )
+    from_file.add_argument("path")
+    add = send_kinds.add_parser("add-payment-method", help="save a tokenized card for a user")
+    add.add_argument("--user-id", required=True)
+    add.add_argument("--gateway-token", required=True)
+    add.add_argument("--brand", default="visa")
+    add.add_argument("--last4", required=True)
+    add.add_argument("--exp-month", type=int, required=True)
+    add.add_argument("--exp-year", type=int, required=True)
+    add.add_argument("--fingerprint", required=True)
+    add.add_argument("--payment-method-id")
+    add.add_argument("--billing-name")
+    add.add_argument("--make-default", action="store_true")
+
+    for name in ("events", "results", "dlq"):
+        tail_group = commands.add_parser(name, help=f"read the {name} topic").add_subparsers(
+            dest="action", required=True
+        )
+        tail = tail_group.add_parser("tail", help="print records as JSON lines (read_committed)")
+        tail.add_argument("--from-beginning", action="store_true")
+        tail.add_argument("--max", type=int, default=None, help="stop after this many records")
+        tail.add_argument("--timeout", type=float, default=None, help="stop after idle seconds")
+        tail.set_defaults(handler=_tail, topic_kind=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings)
+    return int(args.handler(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

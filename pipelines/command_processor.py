@@ -1,0 +1,196 @@
+"""One command message in, the records to publish out; state staged in the checkpoint.
+
+This step owns the order of work for a message: decode (or dead-letter), look up the
+inbox (re-emit a stored outcome instead of deciding again), decide, stage the change,
+and return the events and the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+from domain.decisions import decide
+from domain.errors import InvalidMessage
+from domain.model import Decision
+from pipelines import metrics
+from pipelines.dead_letters import dead_letter
+from pipelines.records import Headers, IncomingMessage, OutgoingRecord
+from schemas.commands import Command
+from schemas.decoding import decode_command
+from schemas.results import CommandResult, Reason
+from state.command_store import CommandStore, ProcessedCommand
+
+logger = logging.getLogger(__name__)
+
+
+def canonical_sha256(command: Command) -> bytes:
+    """Hash of the command's meaning, not its bytes: key order and spacing don't count."""
+    canonical = json.dumps(command.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def _event_headers(event_value: bytes) -> Headers:
+    document = json.loads(event_value)
+    return [
+        ("eventId", str(document["eventId"]).encode()),
+        ("type", str(document["type"]).encode()),
+        ("schemaVersion", str(document["schemaVersion"]).encode()),
+    ]
+
+
+class CommandProcessor:
+    def __init__(
+        self,
+        store: CommandStore,
+        *,
+        clock: Callable[[], datetime],
+        consumer_group: str,
+        worker_version: str,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._consumer_group = consumer_group
+        self._worker_version = worker_version
+
+    def process(self, message: IncomingMessage) -> list[OutgoingRecord]:
+        try:
+            command = decode_command(message.value, message.key)
+        except InvalidMessage as error:
+            return self._invalid(message, error)
+
+        digest = canonical_sha256(command)
+        stored = self._store.processed_command(command.command_id)
+        if stored is not None:
+            return self._redelivered(message, command, digest, stored)
+
+        key = command.user_id or (message.key or b"").decode("utf-8", "replace")
+        named_ids = [command.payload.payment_method_id] if command.payload.payment_method_id else []
+        decision = decide(command, self._store.stream_state(key, named_ids), self._clock())
+        return self._publish(message, command, key, digest, decision)
+
+    def _publish(
+        self,
+        message: IncomingMessage,
+        command: Command,
+        key: str,
+        digest: bytes,
+        decision: Decision,
+    ) -> list[OutgoingRecord]:
+        event_values = tuple(event.to_wire() for event in decision.events)
+        result_value = decision.result.to_wire()
+        self._store.record(
+            ProcessedCommand(
+                command_id=command.command_id,
+                payload_sha256=digest,
+                stream_key=key,
+                source_topic=message.topic,
+                source_partition=message.partition,
+                source_offset=message.offset,
+                command_type=command.type,
+                status=decision.result.status,
+                result_value=result_value,
+                event_values=event_values,
+                processed_at=self._clock(),
+            ),
+            key=key,
+            last_sequence=decision.last_sequence,
+            changed_methods=decision.changed_methods,
+        )
+        metrics.COMMANDS.labels(command.type, decision.result.status).inc()
+        logger.debug(
+            "command decided",
+            extra={
+                "commandId": str(command.command_id),
+                "type": command.type,
+                "status": decision.result.status,
+                "reason": decision.result.reason,
+                "partition": message.partition,
+                "offset": message.offset,
+            },
+        )
+        return [
+            *(
+                OutgoingRecord("events", message.key, value, event.kafka_headers())
+                for event, value in zip(decision.events, event_values, strict=True)
+            ),
+            OutgoingRecord("results", message.key, result_value, []),
+        ]
+
+    def _redelivered(
+        self, message: IncomingMessage, command: Command, digest: bytes, stored: ProcessedCommand
+    ) -> list[OutgoingRecord]:
+        if stored.payload_sha256 != digest:
+            metrics.COMMANDS.labels(command.type, "rejected").inc()
+            logger.warning(
+                "command id reused with a different payload",
+                extra={"commandId": str(command.command_id), "offset": message.offset},
+            )
+            conflict = CommandResult(
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+                type=command.type,
+                status="rejected",
+                reason=Reason.COMMAND_ID_CONFLICT,
+                event_ids=[],
+            )
+            return [OutgoingRecord("results", message.key, conflict.to_wire(), [])]
+        metrics.REPLAYED_OUTCOMES.inc()
+        result = OutgoingRecord("results", message.key, stored.result_value, [])
+        if (stored.source_topic, stored.source_partition, stored.source_offset) != (
+            message.topic,
+            message.partition,
+            message.offset,
+        ):
+            # Another copy of a command decided earlier (a producer retry, a DLQ replay):
+            # its events are already published, so only the result is repeated.
+            return [result]
+        # The very message that was decided, delivered again: Postgres committed but the
+        # Kafka transaction did not (a crash in between), so publish the stored outcome
+        # exactly as it was decided, never deciding again.
+        return [
+            *(
+                OutgoingRecord("events", message.key, value, _event_headers(value))
+                for value in stored.event_values
+            ),
+            result,
+        ]
+
+    def _invalid(self, message: IncomingMessage, error: InvalidMessage) -> list[OutgoingRecord]:
+        metrics.DEAD_LETTERS.labels(str(error.reason)).inc()
+        metrics.COMMANDS.labels(error.command_type or "unknown", "invalid").inc()
+        logger.warning(
+            "message dead-lettered",
+            extra={
+                "reason": str(error.reason),
+                "partition": message.partition,
+                "offset": message.offset,
+            },
+        )
+        result = CommandResult(
+            command_id=_uuid_or_none(error.command_id),
+            type=error.command_type,
+            status="invalid",
+            reason=str(error.reason),
+            event_ids=[],
+        )
+        return [
+            dead_letter(
+                message,
+                error,
+                consumer_group=self._consumer_group,
+                worker_version=self._worker_version,
+            ),
+            OutgoingRecord("results", message.key, result.to_wire(), []),
+        ]
+
+
+def _uuid_or_none(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,61 @@
+"""The one place that builds clients, engines and applications from the settings.
+
+Nothing is built at import time; the CLI calls these functions once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from quixstreams import Application
+from quixstreams.kafka.configuration import ConnectionConfig
+
+from config.kafka import librdkafka_config
+from config.settings import Settings
+from pipelines.command_pipeline import build_command_pipeline
+from pipelines.command_processor import CommandProcessor
+from pipelines.kafka_clients import PRODUCER_DEFAULTS
+from pipelines.version import worker_version
+from state.command_store import CommandStore
+from state.database import create_database_engine
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_worker(settings: Settings) -> Application:
+    """The command worker: a quixstreams application, exactly-once, wired to Postgres."""
+    app = Application(
+        broker_address=ConnectionConfig.from_librdkafka_dict(librdkafka_config(settings)),
+        consumer_group=settings.consumer_group,
+        auto_offset_reset=settings.auto_offset_reset,
+        commit_interval=settings.commit_interval_seconds,
+        commit_every=settings.commit_every,
+        processing_guarantee="exactly-once",
+        # Topics are created by `payment-worker topics create` with their real settings.
+        auto_create_topics=False,
+        use_changelog_topics=False,
+        state_dir=settings.quixstreams_state_dir,
+        loglevel=None,
+        producer_extra_config=dict(PRODUCER_DEFAULTS),
+    )
+    store = CommandStore(create_database_engine(settings))
+    processor = CommandProcessor(
+        store,
+        clock=utc_now,
+        consumer_group=settings.consumer_group,
+        worker_version=worker_version(),
+    )
+    build_command_pipeline(
+        app,
+        processor,
+        store,
+        commands_topic=settings.topic_commands,
+        output_topics={
+            "events": settings.topic_events,
+            "results": settings.topic_results,
+            "dlq": settings.topic_dlq,
+        },
+    )
+    return app

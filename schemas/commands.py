@@ -1,0 +1,108 @@
+"""Commands consumed from ``payment.commands``.
+
+Every command shares one envelope; ``type`` selects the payload model. Numbers and
+booleans are strict (``"12"`` is not a month, ``true`` is not an integer); strings are
+bounded and free text refuses control and bidi characters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, AwareDatetime, Field, StrictBool, StrictInt, StringConstraints
+
+from schemas.base import SCHEMA_VERSION, Identifier, WireModel
+
+# Unicode categories Cc (controls, NUL) and the bidi overrides/isolates (Trojan Source).
+_FORBIDDEN_TEXT_CHARACTERS = frozenset(
+    [chr(c) for c in range(0x00, 0x20)]
+    + [chr(0x7F)]
+    + [chr(c) for c in range(0x80, 0xA0)]
+    + [
+        "\u061c",
+        "\u200e",
+        "\u200f",
+        *map(chr, range(0x202A, 0x202F)),
+        *map(chr, range(0x2066, 0x206A)),
+    ]
+)
+
+
+def _reject_control_characters(value: str) -> str:
+    if any(character in _FORBIDDEN_TEXT_CHARACTERS for character in value):
+        raise ValueError("must not contain control or bidirectional-override characters")
+    return value
+
+
+DisplayText = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=140, strip_whitespace=False),
+    AfterValidator(_reject_control_characters),
+]
+CardBrand = Literal["visa", "mastercard", "amex", "discover", "jcb", "diners", "unionpay", "other"]
+Last4 = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9]{4}$")]
+Month = Annotated[StrictInt, Field(ge=1, le=12)]
+Year = Annotated[StrictInt, Field(ge=2000, le=2100)]
+GatewayToken = Annotated[
+    str, StringConstraints(strict=True, min_length=8, max_length=256, pattern=r"^[A-Za-z0-9_:.-]+$")
+]
+Fingerprint = Annotated[
+    str, StringConstraints(strict=True, min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_:.-]+$")
+]
+
+
+class Card(WireModel):
+    """What the tokenization service tells about a card; never its number or CVV."""
+
+    brand: CardBrand
+    last4: Last4
+    exp_month: Month
+    exp_year: Year
+    fingerprint: Fingerprint
+
+
+class Customer(WireModel):
+    """Profile data for the gateway's customer record: used once, never stored or logged."""
+
+    name: DisplayText
+    email: Annotated[
+        str, StringConstraints(strict=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    ]
+
+
+class AddPaymentMethodPayload(WireModel):
+    payment_method_id: Identifier | None = None
+    gateway_token: GatewayToken
+    card: Card
+    billing_name: DisplayText | None = None
+    make_default: StrictBool = False
+    customer: Customer | None = None
+
+
+class CommandEnvelope(WireModel):
+    """Fields common to every command."""
+
+    command_id: UUID
+    schema_version: Literal[1] = SCHEMA_VERSION
+    issued_at: AwareDatetime
+    user_id: Identifier | None
+    correlation_id: Identifier | None = None
+
+
+class AddPaymentMethod(CommandEnvelope):
+    type: Literal["AddPaymentMethod"]
+    payload: AddPaymentMethodPayload
+
+
+Command = AddPaymentMethod
+COMMAND_TYPES: dict[str, type[Command]] = {"AddPaymentMethod": AddPaymentMethod}
+
+
+def expected_key(command: Command) -> str | None:
+    """The Kafka key a command must carry: its user, or for a guest its payment.
+
+    ``None`` means the envelope names no key (a guest command without a payment), and
+    the message key is taken as it is.
+    """
+    return command.user_id

@@ -1,0 +1,187 @@
+"""Raw Kafka bytes to a validated command, or an ``InvalidMessage`` with a fixed reason.
+
+The checks run from cheapest to most expensive, and the sensitive-data scan runs before
+schema validation so that a card number is withheld even when the message is also
+malformed in other ways.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pydantic import ValidationError
+
+from domain.errors import InvalidMessage, InvalidReason
+from schemas.base import SCHEMA_VERSION
+from schemas.commands import COMMAND_TYPES, Command, expected_key
+from schemas.sensitive import find_sensitive_data
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_NESTING_DEPTH = 8
+# Amounts in minor units fit a signed 64-bit integer; anything longer is hostile.
+MAX_INTEGER_DIGITS = 18
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+class _NumberError(ValueError):
+    def __init__(self, reason: InvalidReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKeyError(key)
+        document[key] = value
+    return document
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _NumberError(InvalidReason.NUMBER_OUT_OF_RANGE, "integer has too many digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NumberError(InvalidReason.NUMBER_OUT_OF_RANGE, "number is out of range")
+    return value
+
+
+def _reject_constant(name: str) -> float:
+    raise _NumberError(InvalidReason.NON_FINITE_NUMBER, f"{name} is not valid JSON")
+
+
+def _depth(document: object) -> int:
+    deepest = 0
+    stack: list[tuple[object, int]] = [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def parse_json_object(raw: bytes | None) -> dict[str, Any]:
+    """Strict JSON: UTF-8, one object, no duplicate keys, no NaN, bounded size and depth."""
+    if not raw:
+        raise InvalidMessage(InvalidReason.EMPTY_VALUE, "the message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(
+            InvalidReason.OVERSIZE, f"{len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES} limit"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidMessage(
+            InvalidReason.INVALID_UTF8, f"invalid UTF-8 at byte {error.start}"
+        ) from None
+    try:
+        document = json.loads(
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_reject_constant,
+        )
+    except _DuplicateKeyError:
+        raise InvalidMessage(InvalidReason.DUPLICATE_KEY, "an object repeats a key") from None
+    except _NumberError as error:
+        raise InvalidMessage(error.reason, str(error)) from None
+    except RecursionError:
+        raise InvalidMessage(InvalidReason.TOO_DEEP, "nesting is too deep") from None
+    except json.JSONDecodeError as error:
+        raise InvalidMessage(
+            InvalidReason.NOT_JSON, f"{error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    if not isinstance(document, dict):
+        raise InvalidMessage(
+            InvalidReason.NOT_AN_OBJECT, f"the value is a JSON {type(document).__name__}"
+        )
+    if _depth(document) > MAX_NESTING_DEPTH:
+        raise InvalidMessage(
+            InvalidReason.TOO_DEEP, f"nesting deeper than {MAX_NESTING_DEPTH} levels"
+        )
+    return document
+
+
+def _safe_identifier(value: object) -> str | None:
+    """An envelope field echoed back in results only when it is short and plain."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+def _summarize(error: ValidationError) -> str:
+    """Field paths and error kinds only: the offending values are never echoed."""
+    problems = [
+        f"{'.'.join(str(part) for part in item['loc']) or '(root)'}: {item['type']}"
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+    return "; ".join(problems[:5]) + (
+        f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    )
+
+
+def decode_command(raw: bytes | None, key: bytes | None) -> Command:
+    """Decode and validate one message of ``payment.commands``."""
+    document = parse_json_object(raw)
+    command_id = _safe_identifier(document.get("commandId"))
+    command_type = _safe_identifier(document.get("type"))
+
+    sensitive = find_sensitive_data(document)
+    if sensitive is not None:
+        raise InvalidMessage(
+            InvalidReason.SENSITIVE_DATA,
+            f"the command carries {sensitive}; send a gateway token instead",
+            command_id=command_id,
+            command_type=command_type,
+            withhold_body=True,
+        )
+    version = document.get("schemaVersion")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise InvalidMessage(
+            InvalidReason.UNSUPPORTED_SCHEMA_VERSION,
+            f"schemaVersion {version} is newer than this worker supports ({SCHEMA_VERSION})",
+            command_id=command_id,
+            command_type=command_type,
+        )
+    model = COMMAND_TYPES.get(command_type or "")
+    if model is None:
+        raise InvalidMessage(
+            InvalidReason.UNKNOWN_COMMAND_TYPE,
+            "type must be one of: " + ", ".join(sorted(COMMAND_TYPES)),
+            command_id=command_id,
+            command_type=None,
+        )
+    try:
+        command = model.model_validate(document)
+    except ValidationError as error:
+        raise InvalidMessage(
+            InvalidReason.SCHEMA_VIOLATION,
+            _summarize(error),
+            command_id=command_id,
+            command_type=command_type,
+        ) from None
+
+    required_key = expected_key(command)
+    if required_key is not None and key != required_key.encode():
+        raise InvalidMessage(
+            InvalidReason.KEY_MISMATCH,
+            "the message key must equal the command's userId",
+            command_id=command_id,
+            command_type=command_type,
+        )
+    return command

@@ -1,0 +1,71 @@
+"""Events published to ``payment.events``.
+
+No PII and no tokens, ever: Kafka topics cannot be erased. Events only evolve
+compatibly (new optional fields), which a test checks against the committed schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID, uuid5
+
+from pydantic import AwareDatetime
+
+from schemas.base import SCHEMA_VERSION, Identifier, WireModel
+from schemas.commands import CardBrand
+
+
+def event_id(command_id: UUID, index: int) -> UUID:
+    """The deterministic id of the ``index``-th event of a command (0-based)."""
+    return uuid5(command_id, str(index))
+
+
+class PaymentMethodAddedPayload(WireModel):
+    payment_method_id: Identifier
+    brand: CardBrand
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class DefaultPaymentMethodChangedPayload(WireModel):
+    previous_payment_method_id: Identifier | None
+    new_payment_method_id: Identifier | None
+
+
+class PaymentMethodUpdatedPayload(WireModel):
+    """The changed non-PII fields with their previous values, and who changed them."""
+
+    payment_method_id: Identifier
+    source: Literal["user", "account_updater"]
+    exp_month: int | None = None
+    exp_year: int | None = None
+    previous_exp_month: int | None = None
+    previous_exp_year: int | None = None
+
+
+EventPayload = (
+    PaymentMethodAddedPayload | PaymentMethodUpdatedPayload | DefaultPaymentMethodChangedPayload
+)
+
+EventType = Literal["PaymentMethodAdded", "PaymentMethodUpdated", "DefaultPaymentMethodChanged"]
+
+
+class EventEnvelope(WireModel):
+    event_id: UUID
+    type: EventType
+    schema_version: Literal[1] = SCHEMA_VERSION
+    occurred_at: AwareDatetime
+    user_id: Identifier | None
+    sequence: int
+    command_id: UUID
+    correlation_id: Identifier | None = None
+    payload: EventPayload
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """Headers that let consumers route and de-duplicate without parsing the body."""
+        return [
+            ("eventId", str(self.event_id).encode()),
+            ("type", self.type.encode()),
+            ("schemaVersion", str(self.schema_version).encode()),
+        ]

@@ -1,0 +1,35 @@
+"""One result per command on ``payment.command-results``, so producers learn the outcome."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from schemas.base import Identifier, WireModel
+
+ResultStatus = Literal["accepted", "rejected", "invalid"]
+
+
+class Reason(StrEnum):
+    """Fixed reason codes: producers branch on them, so they never change meaning."""
+
+    OK = "ok"
+    NO_CHANGE = "no_change"
+    GUEST_CANNOT_SAVE_PAYMENT_METHOD = "guest_cannot_save_payment_method"
+    CARD_EXPIRED = "card_expired"
+    DUPLICATE_PAYMENT_METHOD = "duplicate_payment_method"
+    TOO_MANY_PAYMENT_METHODS = "too_many_payment_methods"
+    PAYMENT_METHOD_ID_TAKEN = "payment_method_id_taken"
+    PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
+    COMMAND_ID_CONFLICT = "command_id_conflict"
+
+
+class CommandResult(WireModel):
+    command_id: UUID | None
+    correlation_id: Identifier | None = None
+    type: str | None
+    status: ResultStatus
+    reason: str
+    event_ids: list[UUID]
+    payment_method_id: Identifier | None = None

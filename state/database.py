@@ -1,0 +1,63 @@
+"""Engine creation and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import Connection
+
+from config.settings import Settings
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def create_database_engine(settings: Settings) -> Engine:
+    """An engine whose connections use the configured schema and statement timeout."""
+    return create_engine(
+        settings.sqlalchemy_url(),
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": settings.database_connect_timeout_seconds,
+            "options": (
+                f"-c search_path={settings.database_schema}"
+                f" -c statement_timeout={settings.database_statement_timeout_ms}"
+            ),
+            "application_name": "payment-worker",
+        },
+    )
+
+
+def _alembic_config(connection: Connection, schema: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    config.attributes["schema"] = schema
+    return config
+
+
+def upgrade_schema(engine: Engine, schema: str) -> None:
+    """Create the schema if needed and apply every migration; safe to run repeatedly."""
+    with engine.begin() as connection:
+        # The schema name is validated by Settings (a plain identifier), so quoting it
+        # into DDL is safe.
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection, schema), "head")
+
+
+def current_revision(engine: Engine, schema: str) -> str | None:
+    """The applied migration revision, or ``None`` before the first upgrade."""
+    with engine.connect() as connection:
+        exists = connection.execute(
+            text("SELECT to_regclass(:table) IS NOT NULL"),
+            {"table": f'"{schema}".alembic_version'},
+        ).scalar_one()
+        if not exists:
+            return None
+        return connection.execute(
+            text(f'SELECT version_num FROM "{schema}".alembic_version')  # noqa: S608
+        ).scalar_one_or_none()

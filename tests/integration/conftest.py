@@ -1,0 +1,105 @@
+"""Fixtures for tests against the running stack: a real Kafka broker and PostgreSQL.
+
+Every test gets its own topics, consumer group and Postgres schema, so tests never see
+each other's data. Start the stack with ``scripts/stack up`` (``make test`` does).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine, text
+
+from config.kafka import librdkafka_config
+from config.settings import Settings, load_settings
+from pipelines.topics import create_topics
+from state.database import create_database_engine, upgrade_schema
+from tests.integration.stack import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    """The stack's settings; fails (never skips) when the stack is not running."""
+    settings = load_settings()
+    admin = AdminClient(librdkafka_config(settings))
+    try:
+        admin.list_topics(timeout=15)
+    except Exception as error:  # noqa: BLE001 - any failure means the same thing here
+        pytest.fail(
+            f"Kafka is not reachable at {settings.kafka_bootstrap_servers} ({error}); "
+            "start the stack with `scripts/stack up`"
+        )
+    engine = create_database_engine(settings)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001
+        pytest.fail(
+            f"PostgreSQL is not reachable at {settings.database_url_for_display()} ({error}); "
+            "start the stack with `scripts/stack up`"
+        )
+    finally:
+        engine.dispose()
+    return settings
+
+
+@pytest.fixture
+def settings(stack_settings: Settings) -> Iterator[Settings]:
+    """Settings with unique topics, group and schema; created before, dropped after."""
+    suffix = uuid.uuid4().hex[:12]
+    isolated = stack_settings.model_copy(
+        update={
+            "topic_commands": f"test.{suffix}.commands",
+            "topic_events": f"test.{suffix}.events",
+            "topic_results": f"test.{suffix}.results",
+            "topic_dlq": f"test.{suffix}.dlq",
+            "topic_partitions": 3,
+            "consumer_group": f"test-{suffix}",
+            "database_schema": f"test_{suffix}",
+            "metrics_port": 0,
+        }
+    )
+    create_topics(isolated)
+    engine = create_database_engine(isolated)
+    upgrade_schema(engine, isolated.database_schema)
+    yield isolated
+    with engine.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{isolated.database_schema}" CASCADE'))
+    engine.dispose()
+    admin = AdminClient(librdkafka_config(isolated))
+    names = [
+        isolated.topic_commands,
+        isolated.topic_events,
+        isolated.topic_results,
+        isolated.topic_dlq,
+    ]
+    for future in admin.delete_topics(names, request_timeout=30).values():
+        future.result(timeout=30)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = create_database_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A real worker process (``payment-worker run``) on the test's topics and schema."""
+    process = WorkerProcess(settings, tmp_path / "worker.log")
+    process.start()
+    yield process
+    process.stop()

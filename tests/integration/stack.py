@@ -1,0 +1,162 @@
+"""Helpers that drive the real stack: a worker process, producing, reading topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from pydantic import SecretStr
+
+from config.kafka import librdkafka_config
+from config.settings import ENV_PREFIX, Settings
+from pipelines.kafka_clients import PRODUCER_DEFAULTS
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``PAYMENT_WORKER_*`` variables that reproduce ``settings`` in a child process."""
+    environment: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, dict):
+            value = json.dumps(value)
+        environment[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return environment
+
+
+class WorkerProcess:
+    """``payment-worker run`` as a child process, with its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+            **settings_environment(self.settings),
+            "PAYMENT_WORKER_LOG_FORMAT": "json",
+        }
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "pipelines.cli", "run", "worker"],
+                cwd=REPOSITORY,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        if self._process is None:
+            return None
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        return self._process.returncode
+
+    def kill(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGKILL)
+        self._process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def produce(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    """Produce ``(key, value)`` pairs to the command topic, in order."""
+    producer = Producer(
+        {**librdkafka_config(settings), **PRODUCER_DEFAULTS, "enable.idempotence": "true"}
+    )
+    for key, value in records:
+        producer.produce(settings.topic_commands, key=key, value=value)
+    assert producer.flush(30) == 0, "commands were not delivered to Kafka"
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return json.loads(self.value)
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    expected: int,
+    timeout: float = 60.0,
+    settle: float = 1.0,
+) -> list[Record]:
+    """Read ``topic`` from the beginning as a read_committed consumer.
+
+    Waits until at least ``expected`` records arrived (or ``timeout``), then keeps
+    reading for ``settle`` seconds so that extra (duplicate) records are seen too.
+    """
+    consumer = Consumer(
+        {
+            **librdkafka_config(settings),
+            "group.id": f"{settings.consumer_group}-reader",
+            "enable.auto.commit": "false",
+            "isolation.level": "read_committed",
+        }
+    )
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if len(records) >= expected and settle_until is None:
+                settle_until = now + settle
+            if (settle_until is not None and now >= settle_until) or now >= deadline:
+                return records
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            records.append(
+                Record(
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    key=message.key(),
+                    value=message.value(),
+                    headers={k: v or b"" for k, v in message.headers() or []},
+                )
+            )
+    finally:
+        consumer.close()
