@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(default=0.1, gt=0)
     commit_every: int = Field(default=5000, ge=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # A worker killed mid-transaction leaves it open until this timeout, and
+    # read_committed consumers of the partitions it wrote to wait until then. Keep it
+    # short, but well above the commit interval and one batch's processing time.
+    kafka_transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # A stable transactional id per worker instance (e.g. a StatefulSet pod name) lets
+    # a restarted worker abort its predecessor's open transaction at once. Two running
+    # workers must never share one. Empty: a random id per process.
+    kafka_transactional_id: str | None = None
 
     # --- PostgreSQL ------------------------------------------------------------------
     # TLS for Postgres goes in the URL query: ?sslmode=verify-full&sslrootcert=...

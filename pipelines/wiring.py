@@ -24,6 +24,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _producer_config(settings: Settings) -> dict[str, str]:
+    config = {
+        **PRODUCER_DEFAULTS,
+        "transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
+    }
+    if settings.kafka_transactional_id:
+        config["transactional.id"] = settings.kafka_transactional_id
+    return config
+
+
 def build_worker(settings: Settings) -> Application:
     """The command worker: a quixstreams application, exactly-once, wired to Postgres."""
     app = Application(
@@ -38,7 +48,7 @@ def build_worker(settings: Settings) -> Application:
         use_changelog_topics=False,
         state_dir=settings.quixstreams_state_dir,
         loglevel=None,
-        producer_extra_config=dict(PRODUCER_DEFAULTS),
+        producer_extra_config=_producer_config(settings),
     )
     store = CommandStore(create_database_engine(settings))
     processor = CommandProcessor(

@@ -9,8 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-# 13-19 digits, optionally grouped by single spaces or dashes, not part of a longer number.
-_PAN_CANDIDATE = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+# 13-19 digits in a row, or in the groups printed on cards (4-4-4-x, 4-6-5) separated by
+# spaces or dashes. Grouped forms must stand alone so that UUIDs (8-4-4-4-12 hex) never
+# look like card numbers.
+_PAN_CANDIDATE = re.compile(
+    r"(?<![0-9])[0-9]{13,19}(?![0-9])"
+    r"|(?<![0-9A-Za-z])[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,7}(?![0-9A-Za-z])"
+    r"|(?<![0-9A-Za-z])[0-9]{4}([ -])[0-9]{6}\2[0-9]{4,5}(?![0-9A-Za-z])"
+)
 _CVV_FIELD_NAMES = frozenset(
     {
         "cvv",

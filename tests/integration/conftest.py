@@ -36,7 +36,7 @@ def stack_settings() -> Settings:
     admin = AdminClient(librdkafka_config(settings))
     try:
         admin.list_topics(timeout=15)
-    except Exception as error:  # noqa: BLE001 - any failure means the same thing here
+    except Exception as error:
         pytest.fail(
             f"Kafka is not reachable at {settings.kafka_bootstrap_servers} ({error}); "
             "start the stack with `scripts/stack up`"
@@ -45,7 +45,7 @@ def stack_settings() -> Settings:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         pytest.fail(
             f"PostgreSQL is not reachable at {settings.database_url_for_display()} ({error}); "
             "start the stack with `scripts/stack up`"

@@ -46,9 +46,7 @@ def test_add_payment_method_becomes_a_row_and_events(
         row = connection.execute(
             text("SELECT user_id, last4, is_default, active, billing_name FROM payment_methods")
         ).one()
-        inbox = connection.execute(
-            text("SELECT command_id, status FROM processed_commands")
-        ).one()
+        inbox = connection.execute(text("SELECT command_id, status FROM processed_commands")).one()
         last_sequence = connection.execute(
             text("SELECT last_sequence FROM event_streams WHERE stream_key = 'user-e2e'")
         ).scalar_one()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
 
 from domain.errors import InvalidMessage, InvalidReason
 from schemas.decoding import MAX_MESSAGE_BYTES, decode_command
+from schemas.sensitive import contains_card_number
 from tests.factories import add_payment_method, encode
 
 KEY = b"user-123"
@@ -156,3 +158,21 @@ def test_key_must_match_the_user() -> None:
 def test_guest_command_takes_its_key_as_given() -> None:
     document = add_payment_method(user_id=None)
     assert decode_command(json.dumps(document).encode(), b"anything").user_id is None
+
+
+def test_uuids_are_never_mistaken_for_card_numbers() -> None:
+    assert not any(contains_card_number(str(uuid.uuid4())) for _ in range(20_000))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "3782 822463 10005",
+        "x 5500000000000004",
+    ],
+)
+def test_card_numbers_in_common_formats_are_found(text: str) -> None:
+    assert contains_card_number(text)
