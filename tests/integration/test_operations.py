@@ -1,0 +1,129 @@
+"""The operator-facing commands: migrations, topics, sending, tailing, stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine, text
+
+from config.kafka import librdkafka_config
+from config.settings import ENV_PREFIX, Settings
+from tests.factories import add_payment_method, encode
+from tests.integration.stack import (
+    REPOSITORY,
+    WorkerProcess,
+    produce,
+    read_topic,
+    settings_environment,
+)
+
+
+def _cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+        **settings_environment(settings),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_db_upgrade_and_topics_create_are_idempotent(settings: Settings, engine: Engine) -> None:
+    # The fixture already ran both once; a second run must change nothing and succeed.
+    upgrade = _cli(settings, "db", "upgrade")
+    topics = _cli(settings, "topics", "create")
+
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "at revision 0001" in upgrade.stdout
+    assert topics.returncode == 0, topics.stderr
+    assert sorted(topics.stdout.split("\n")[:-1]) == sorted(
+        f"{name}: exists"
+        for name in (
+            settings.topic_commands,
+            settings.topic_events,
+            settings.topic_results,
+            settings.topic_dlq,
+        )
+    )
+    metadata = AdminClient(librdkafka_config(settings)).list_topics(timeout=10)
+    assert len(metadata.topics[settings.topic_events].partitions) == settings.topic_partitions
+    with engine.connect() as connection:
+        tables = connection.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
+            {"s": settings.database_schema},
+        ).scalars()
+        assert list(tables) == [
+            "alembic_version",
+            "event_streams",
+            "payment_methods",
+            "processed_commands",
+        ]
+
+
+def test_worker_refuses_to_start_on_an_unmigrated_database(settings: Settings) -> None:
+    unmigrated = settings.model_copy(update={"database_schema": "never_migrated_schema"})
+    run = _cli(unmigrated, "run", "worker")
+    assert run.returncode == 2
+    assert "payment-worker db upgrade" in run.stderr
+
+
+def test_send_waits_for_the_result_and_tail_shows_the_events(
+    settings: Settings, worker: WorkerProcess
+) -> None:
+    sent = _cli(
+        settings,
+        "send",
+        "--wait",
+        "45",
+        "add-payment-method",
+        "--user-id",
+        "user-cli",
+        "--gateway-token",
+        "tok_cli_00000001",
+        "--last4",
+        "1881",
+        "--exp-month",
+        "7",
+        "--exp-year",
+        "2031",
+        "--fingerprint",
+        "fp_cli_00000001",
+    )
+    assert sent.returncode == 0, sent.stderr + worker.log()
+    sent_line, result_line = sent.stdout.strip().split("\n")
+    result = json.loads(result_line)
+    assert result["commandId"] == json.loads(sent_line)["sent"]
+    assert result["status"] == "accepted"
+
+    tail = _cli(settings, "events", "tail", "--from-beginning", "--max", "2", "--timeout", "20")
+    events = [json.loads(line) for line in tail.stdout.strip().split("\n")]
+    assert [e["value"]["type"] for e in events] == [
+        "PaymentMethodAdded",
+        "DefaultPaymentMethodChanged",
+    ]
+    assert events[0]["key"] == "user-cli"
+    assert events[0]["value"]["payload"]["last4"] == "1881"
+
+
+def test_sigterm_stops_the_worker_cleanly_after_committing(
+    settings: Settings, engine: Engine, worker: WorkerProcess
+) -> None:
+    commands = [add_payment_method(f"user-term-{n}") for n in range(20)]
+    produce(settings, [(c["userId"].encode(), encode(c)) for c in commands])
+    read_topic(settings, settings.topic_results, expected=len(commands), settle=0)
+
+    assert worker.stop() == 0, worker.log()
+    assert "payment worker stopped" in worker.log()
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM processed_commands")).scalar()
+    assert count == len(commands)
