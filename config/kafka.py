@@ -6,6 +6,11 @@ from config.settings import Settings
 
 
 def librdkafka_config(settings: Settings) -> dict[str, str]:
+    """Every client's librdkafka properties: the connection, then ``kafka_extra_config``."""
+    return {**connection_config(settings), **settings.kafka_extra_config}
+
+
+def connection_config(settings: Settings) -> dict[str, str]:
     """Connection and security properties for consumers, producers and admin clients.
 
     TLS and SASL are passed straight through to librdkafka so that every client of the
@@ -34,5 +39,4 @@ def librdkafka_config(settings: Settings) -> dict[str, str]:
             config["sasl.username"] = settings.kafka_sasl_username
         if settings.kafka_sasl_password is not None:
             config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    config.update(settings.kafka_extra_config)
     return config

@@ -6,14 +6,24 @@ from datetime import datetime
 from uuid import uuid5
 
 from domain.model import MAX_ACTIVE_PAYMENT_METHODS, Decision, PaymentMethod, StreamState
-from schemas.commands import AddPaymentMethod, Command
+from schemas.commands import (
+    AddPaymentMethod,
+    Command,
+    EraseUserData,
+    RemovePaymentMethod,
+    SetDefaultPaymentMethod,
+    UpdatePaymentMethod,
+)
 from schemas.events import (
     DefaultPaymentMethodChangedPayload,
     EventEnvelope,
     EventPayload,
     EventType,
     PaymentMethodAddedPayload,
+    PaymentMethodRemovedPayload,
     PaymentMethodUpdatedPayload,
+    RemovalReason,
+    UserPaymentDataErasedPayload,
     event_id,
 )
 from schemas.results import CommandResult, Reason, ResultStatus
@@ -47,9 +57,11 @@ class _Outcome:
     def change(self, method: PaymentMethod) -> None:
         self.changed[method.payment_method_id] = method
 
-    def accept(self, *, payment_method_id: str | None = None) -> Decision:
+    def accept(
+        self, *, payment_method_id: str | None = None, reason: Reason = Reason.OK
+    ) -> Decision:
         return Decision(
-            result=_result(self._command, "accepted", Reason.OK, self.events, payment_method_id),
+            result=_result(self._command, "accepted", reason, self.events, payment_method_id),
             events=tuple(self.events),
             changed_methods=tuple(self.changed.values()),
             last_sequence=self._sequence,
@@ -108,7 +120,14 @@ def decide_add_payment_method(
             )
         # The same card re-added with a new expiry date: an update of the saved method.
         outcome.change(
-            same_card.with_changes(exp_month=card.exp_month, exp_year=card.exp_year, updated_at=now)
+            # The newest token from tokenization replaces the old one.
+            same_card.with_changes(
+                exp_month=card.exp_month,
+                exp_year=card.exp_year,
+                gateway_token=payload.gateway_token,
+                billing_name=payload.billing_name or same_card.billing_name,
+                updated_at=now,
+            )
         )
         outcome.emit(
             "PaymentMethodUpdated",
@@ -119,6 +138,10 @@ def decide_add_payment_method(
                 exp_year=card.exp_year,
                 previous_exp_month=same_card.exp_month,
                 previous_exp_year=same_card.exp_year,
+                billing_name_changed=(
+                    payload.billing_name is not None
+                    and payload.billing_name != same_card.billing_name
+                ),
             ),
         )
         return outcome.accept(payment_method_id=same_card.payment_method_id)
@@ -175,6 +198,155 @@ def decide_add_payment_method(
     return outcome.accept(payment_method_id=method_id)
 
 
+def _own_method(state: StreamState, payment_method_id: str) -> PaymentMethod | None:
+    """The user's own method with this id; another user's is as good as unknown."""
+    return next((m for m in state.methods if m.payment_method_id == payment_method_id), None)
+
+
+def _most_recent_active(state: StreamState, excluding: str) -> PaymentMethod | None:
+    candidates = [m for m in state.active_methods if m.payment_method_id != excluding]
+    return max(candidates, key=lambda m: m.created_at, default=None)
+
+
+def decide_update_payment_method(
+    command: UpdatePaymentMethod, state: StreamState, now: datetime
+) -> Decision:
+    payload = command.payload
+    method = _own_method(state, payload.payment_method_id)
+    if method is None or not method.active:
+        return reject(command, state, Reason.PAYMENT_METHOD_NOT_FOUND)
+    exp_month = payload.exp_month if payload.exp_month is not None else method.exp_month
+    exp_year = payload.exp_year if payload.exp_year is not None else method.exp_year
+    billing_name = payload.billing_name if payload.billing_name is not None else method.billing_name
+    expiry_changed = (exp_month, exp_year) != (method.exp_month, method.exp_year)
+    billing_name_changed = billing_name != method.billing_name
+    outcome = _Outcome(command, state, now)
+    if not expiry_changed and not billing_name_changed:
+        return outcome.accept(payment_method_id=method.payment_method_id, reason=Reason.NO_CHANGE)
+    if expiry_changed and _card_expired(exp_year, exp_month, command.issued_at):
+        return reject(command, state, Reason.CARD_EXPIRED)
+    outcome.change(
+        method.with_changes(
+            exp_month=exp_month, exp_year=exp_year, billing_name=billing_name, updated_at=now
+        )
+    )
+    outcome.emit(
+        "PaymentMethodUpdated",
+        PaymentMethodUpdatedPayload(
+            payment_method_id=method.payment_method_id,
+            source=payload.source,
+            exp_month=exp_month if expiry_changed else None,
+            exp_year=exp_year if expiry_changed else None,
+            previous_exp_month=method.exp_month if expiry_changed else None,
+            previous_exp_year=method.exp_year if expiry_changed else None,
+            billing_name_changed=billing_name_changed,
+        ),
+    )
+    return outcome.accept(payment_method_id=method.payment_method_id)
+
+
+def _remove(outcome: _Outcome, method: PaymentMethod, reason: RemovalReason, now: datetime) -> None:
+    """Deactivate a method, purge its token (and on erasure its billing name), emit it."""
+    outcome.change(
+        method.with_changes(
+            active=False,
+            is_default=False,
+            gateway_token=None,
+            billing_name=None if reason == "erasure" else method.billing_name,
+            updated_at=now,
+        )
+    )
+    outcome.emit(
+        "PaymentMethodRemoved",
+        PaymentMethodRemovedPayload(payment_method_id=method.payment_method_id, reason=reason),
+    )
+
+
+def decide_remove_payment_method(
+    command: RemovePaymentMethod, state: StreamState, now: datetime
+) -> Decision:
+    method = _own_method(state, command.payload.payment_method_id)
+    if method is None:
+        return reject(command, state, Reason.PAYMENT_METHOD_NOT_FOUND)
+    outcome = _Outcome(command, state, now)
+    if not method.active:
+        return outcome.accept(payment_method_id=method.payment_method_id, reason=Reason.NO_CHANGE)
+    _remove(outcome, method, command.payload.reason, now)
+    if method.is_default:
+        successor = _most_recent_active(state, excluding=method.payment_method_id)
+        if successor is not None:
+            outcome.change(successor.with_changes(is_default=True, updated_at=now))
+        outcome.emit(
+            "DefaultPaymentMethodChanged",
+            DefaultPaymentMethodChangedPayload(
+                previous_payment_method_id=method.payment_method_id,
+                new_payment_method_id=successor.payment_method_id if successor else None,
+            ),
+        )
+    return outcome.accept(payment_method_id=method.payment_method_id)
+
+
+def decide_set_default_payment_method(
+    command: SetDefaultPaymentMethod, state: StreamState, now: datetime
+) -> Decision:
+    method = _own_method(state, command.payload.payment_method_id)
+    if method is None or not method.active:
+        return reject(command, state, Reason.PAYMENT_METHOD_NOT_FOUND)
+    outcome = _Outcome(command, state, now)
+    if method.is_default:
+        return outcome.accept(payment_method_id=method.payment_method_id, reason=Reason.NO_CHANGE)
+    previous = state.default_method
+    if previous is not None:
+        outcome.change(previous.with_changes(is_default=False, updated_at=now))
+    outcome.change(method.with_changes(is_default=True, updated_at=now))
+    outcome.emit(
+        "DefaultPaymentMethodChanged",
+        DefaultPaymentMethodChangedPayload(
+            previous_payment_method_id=previous.payment_method_id if previous else None,
+            new_payment_method_id=method.payment_method_id,
+        ),
+    )
+    return outcome.accept(payment_method_id=method.payment_method_id)
+
+
+def decide_erase_user_data(command: EraseUserData, state: StreamState, now: datetime) -> Decision:
+    if command.user_id is None:
+        return reject(command, state, Reason.GUEST_NOT_ALLOWED)
+    outcome = _Outcome(command, state, now)
+    previous_default = state.default_method
+    removed = [m.payment_method_id for m in state.active_methods]
+    for method in state.methods:
+        if method.active:
+            _remove(outcome, method, "erasure", now)
+        elif method.gateway_token is not None or method.billing_name is not None:
+            # Removed earlier: no event again, but no token or billing name may remain.
+            outcome.change(
+                method.with_changes(gateway_token=None, billing_name=None, updated_at=now)
+            )
+    if previous_default is not None:
+        outcome.emit(
+            "DefaultPaymentMethodChanged",
+            DefaultPaymentMethodChangedPayload(
+                previous_payment_method_id=previous_default.payment_method_id,
+                new_payment_method_id=None,
+            ),
+        )
+    outcome.emit(
+        "UserPaymentDataErased", UserPaymentDataErasedPayload(removed_payment_method_ids=removed)
+    )
+    return outcome.accept()
+
+
 def decide(command: Command, state: StreamState, now: datetime) -> Decision:
     """The one entry point: route a validated command to its rule."""
-    return decide_add_payment_method(command, state, now)
+    match command:
+        case AddPaymentMethod():
+            return decide_add_payment_method(command, state, now)
+        case UpdatePaymentMethod():
+            return decide_update_payment_method(command, state, now)
+        case RemovePaymentMethod():
+            return decide_remove_payment_method(command, state, now)
+        case SetDefaultPaymentMethod():
+            return decide_set_default_payment_method(command, state, now)
+        case EraseUserData():
+            return decide_erase_user_data(command, state, now)

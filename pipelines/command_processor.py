@@ -20,7 +20,7 @@ from domain.model import Decision
 from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
-from schemas.commands import Command
+from schemas.commands import Command, named_payment_method_ids
 from schemas.decoding import decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import CommandStore, ProcessedCommand
@@ -69,8 +69,8 @@ class CommandProcessor:
             return self._redelivered(message, command, digest, stored)
 
         key = command.user_id or (message.key or b"").decode("utf-8", "replace")
-        named_ids = [command.payload.payment_method_id] if command.payload.payment_method_id else []
-        decision = decide(command, self._store.stream_state(key, named_ids), self._clock())
+        state = self._store.stream_state(key, named_payment_method_ids(command))
+        decision = decide(command, state, self._clock())
         return self._publish(message, command, key, digest, decision)
 
     def _publish(

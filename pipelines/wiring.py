@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
-from config.kafka import librdkafka_config
+from config.kafka import connection_config
 from config.settings import Settings
 from pipelines.command_pipeline import build_command_pipeline
 from pipelines.command_processor import CommandProcessor
@@ -27,6 +27,7 @@ def utc_now() -> datetime:
 def _producer_config(settings: Settings) -> dict[str, str]:
     config = {
         **PRODUCER_DEFAULTS,
+        **settings.kafka_extra_config,
         "transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
     }
     if settings.kafka_transactional_id:
@@ -37,7 +38,10 @@ def _producer_config(settings: Settings) -> dict[str, str]:
 def build_worker(settings: Settings) -> Application:
     """The command worker: a quixstreams application, exactly-once, wired to Postgres."""
     app = Application(
-        broker_address=ConnectionConfig.from_librdkafka_dict(librdkafka_config(settings)),
+        # quixstreams accepts only connection properties here; any other librdkafka
+        # property from kafka_extra_config goes to its consumer and producer below.
+        broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
+        consumer_extra_config=dict(settings.kafka_extra_config),
         consumer_group=settings.consumer_group,
         auto_offset_reset=settings.auto_offset_reset,
         commit_interval=settings.commit_interval_seconds,

@@ -80,6 +80,28 @@ class AddPaymentMethodPayload(WireModel):
     customer: Customer | None = None
 
 
+class UpdatePaymentMethodPayload(WireModel):
+    payment_method_id: Identifier
+    exp_month: Month | None = None
+    exp_year: Year | None = None
+    billing_name: DisplayText | None = None
+    # account_updater: the card network's automatic update of a reissued card.
+    source: Literal["user", "account_updater"] = "user"
+
+
+class RemovePaymentMethodPayload(WireModel):
+    payment_method_id: Identifier
+    reason: Literal["user_request", "card_closed", "fraud_suspected"] = "user_request"
+
+
+class SetDefaultPaymentMethodPayload(WireModel):
+    payment_method_id: Identifier
+
+
+class EraseUserDataPayload(WireModel):
+    pass
+
+
 class CommandEnvelope(WireModel):
     """Fields common to every command."""
 
@@ -95,8 +117,49 @@ class AddPaymentMethod(CommandEnvelope):
     payload: AddPaymentMethodPayload
 
 
-Command = AddPaymentMethod
-COMMAND_TYPES: dict[str, type[Command]] = {"AddPaymentMethod": AddPaymentMethod}
+class UpdatePaymentMethod(CommandEnvelope):
+    type: Literal["UpdatePaymentMethod"]
+    payload: UpdatePaymentMethodPayload
+
+
+class RemovePaymentMethod(CommandEnvelope):
+    type: Literal["RemovePaymentMethod"]
+    payload: RemovePaymentMethodPayload
+
+
+class SetDefaultPaymentMethod(CommandEnvelope):
+    type: Literal["SetDefaultPaymentMethod"]
+    payload: SetDefaultPaymentMethodPayload
+
+
+class EraseUserData(CommandEnvelope):
+    type: Literal["EraseUserData"]
+    payload: EraseUserDataPayload = EraseUserDataPayload()
+
+
+Command = (
+    AddPaymentMethod
+    | UpdatePaymentMethod
+    | RemovePaymentMethod
+    | SetDefaultPaymentMethod
+    | EraseUserData
+)
+COMMAND_TYPES: dict[str, type[Command]] = {
+    "AddPaymentMethod": AddPaymentMethod,
+    "UpdatePaymentMethod": UpdatePaymentMethod,
+    "RemovePaymentMethod": RemovePaymentMethod,
+    "SetDefaultPaymentMethod": SetDefaultPaymentMethod,
+    "EraseUserData": EraseUserData,
+}
+
+
+def named_payment_method_ids(command: Command) -> list[str]:
+    """Payment method ids a command refers to (to check who owns them)."""
+    if isinstance(command, AddPaymentMethod):
+        return [command.payload.payment_method_id] if command.payload.payment_method_id else []
+    if isinstance(command, EraseUserData):
+        return []
+    return [command.payload.payment_method_id]
 
 
 def expected_key(command: Command) -> str | None:

@@ -42,13 +42,37 @@ class PaymentMethodUpdatedPayload(WireModel):
     exp_year: int | None = None
     previous_exp_month: int | None = None
     previous_exp_year: int | None = None
+    # The billing name is personal data: events only say that it changed.
+    billing_name_changed: bool = False
+
+
+RemovalReason = Literal["user_request", "card_closed", "fraud_suspected", "erasure"]
+
+
+class PaymentMethodRemovedPayload(WireModel):
+    payment_method_id: Identifier
+    reason: RemovalReason
+
+
+class UserPaymentDataErasedPayload(WireModel):
+    removed_payment_method_ids: list[Identifier]
 
 
 EventPayload = (
-    PaymentMethodAddedPayload | PaymentMethodUpdatedPayload | DefaultPaymentMethodChangedPayload
+    PaymentMethodAddedPayload
+    | PaymentMethodUpdatedPayload
+    | PaymentMethodRemovedPayload
+    | DefaultPaymentMethodChangedPayload
+    | UserPaymentDataErasedPayload
 )
 
-EventType = Literal["PaymentMethodAdded", "PaymentMethodUpdated", "DefaultPaymentMethodChanged"]
+EventType = Literal[
+    "PaymentMethodAdded",
+    "PaymentMethodUpdated",
+    "PaymentMethodRemoved",
+    "DefaultPaymentMethodChanged",
+    "UserPaymentDataErased",
+]
 
 
 class EventEnvelope(WireModel):

@@ -23,6 +23,7 @@ class Reason(StrEnum):
     PAYMENT_METHOD_ID_TAKEN = "payment_method_id_taken"
     PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
     COMMAND_ID_CONFLICT = "command_id_conflict"
+    GUEST_NOT_ALLOWED = "guest_not_allowed"
 
 
 class CommandResult(WireModel):

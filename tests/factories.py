@@ -50,3 +50,23 @@ def add_payment_method(
 
 def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document).encode()
+
+
+def command(
+    command_type: str,
+    user_id: str | None = "user-123",
+    payload: dict[str, Any] | None = None,
+    *,
+    command_id: str | None = None,
+    issued_at: datetime = ISSUED_AT,
+) -> dict[str, Any]:
+    """Any command envelope; ``payload`` as it goes on the wire (camelCase)."""
+    return {
+        "commandId": command_id or str(uuid.uuid4()),
+        "type": command_type,
+        "schemaVersion": 1,
+        "issuedAt": issued_at.isoformat(),
+        "userId": user_id,
+        "correlationId": "corr-1",
+        "payload": payload or {},
+    }

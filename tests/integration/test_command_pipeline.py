@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import Engine, text
 
 from config.settings import Settings
-from tests.factories import add_payment_method, encode
+from tests.factories import add_payment_method, command, encode
 from tests.integration.stack import WorkerProcess, produce, read_topic
 
 
@@ -172,3 +172,85 @@ def test_rejected_command_has_a_result_and_no_events(
         "guest_cannot_save_payment_method",
     )
     assert events == []
+
+
+def test_every_payment_method_command_through_kafka(
+    settings: Settings, engine: Engine, worker: WorkerProcess
+) -> None:
+    user = "user-all"
+    first = add_payment_method(user, payment_method_id="pm-first", billing_name="Ada Lovelace")
+    second = add_payment_method(user, payment_method_id="pm-second", fingerprint="fp_second_01")
+    steps = [
+        first,
+        second,
+        command(
+            user_id=user,
+            command_type="UpdatePaymentMethod",
+            payload={"paymentMethodId": "pm-second", "expYear": 2033, "source": "account_updater"},
+        ),
+        command(
+            user_id=user,
+            command_type="SetDefaultPaymentMethod",
+            payload={"paymentMethodId": "pm-second"},
+        ),
+        command(
+            user_id=user,
+            command_type="SetDefaultPaymentMethod",
+            payload={"paymentMethodId": "pm-second"},
+        ),
+        command(
+            user_id=user,
+            command_type="RemovePaymentMethod",
+            payload={"paymentMethodId": "pm-second"},
+        ),
+        command(
+            user_id=user,
+            command_type="RemovePaymentMethod",
+            payload={"paymentMethodId": "pm-nobody"},
+        ),
+        command(user_id=user, command_type="EraseUserData"),
+    ]
+    produce(settings, [(user.encode(), encode(step)) for step in steps])
+
+    results = read_topic(settings, settings.topic_results, expected=len(steps))
+    events = read_topic(settings, settings.topic_events, expected=10)
+
+    assert [(r.json()["status"], r.json()["reason"]) for r in results] == [
+        ("accepted", "ok"),
+        ("accepted", "ok"),
+        ("accepted", "ok"),
+        ("accepted", "ok"),
+        ("accepted", "no_change"),
+        ("accepted", "ok"),
+        ("rejected", "payment_method_not_found"),
+        ("accepted", "ok"),
+    ], worker.log()
+    assert [e.json()["type"] for e in events] == [
+        "PaymentMethodAdded",
+        "DefaultPaymentMethodChanged",
+        "PaymentMethodAdded",
+        "PaymentMethodUpdated",
+        "DefaultPaymentMethodChanged",
+        "PaymentMethodRemoved",
+        "DefaultPaymentMethodChanged",
+        "PaymentMethodRemoved",
+        "DefaultPaymentMethodChanged",
+        "UserPaymentDataErased",
+    ]
+    assert [e.json()["sequence"] for e in events] == list(range(1, 11))
+    assert events[3].json()["payload"]["source"] == "account_updater"
+    assert events[6].json()["payload"] == {
+        "previousPaymentMethodId": "pm-second",
+        "newPaymentMethodId": "pm-first",
+    }
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT payment_method_id, active, is_default, gateway_token, billing_name"
+                " FROM payment_methods ORDER BY 1"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("pm-first", False, False, None, None),
+        ("pm-second", False, False, None, None),
+    ]

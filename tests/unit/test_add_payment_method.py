@@ -138,6 +138,7 @@ def test_same_card_with_new_expiry_updates_the_saved_method() -> None:
         "exp_year": 2034,
         "previous_exp_month": 1,
         "previous_exp_year": 2031,
+        "billing_name_changed": False,
     }
     (updated,) = decision.changed_methods
     assert (updated.exp_month, updated.exp_year, updated.is_default) == (2, 2034, True)
