@@ -20,6 +20,7 @@ from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.topics import create_topics
 from pipelines.version import worker_version
 from pipelines.wiring import build_worker
+from schemas.contracts import write_contracts
 from state.database import create_database_engine, current_revision, upgrade_schema
 
 logger = logging.getLogger("payment_worker")
@@ -146,6 +147,12 @@ def _tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _schemas_generate(_: Settings, __: argparse.Namespace) -> int:
+    for path in write_contracts():
+        print(f"wrote {path}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payment-worker",
@@ -168,6 +175,13 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_parser("create", help="create the four topics (idempotent)").set_defaults(
         handler=_topics_create
     )
+
+    schemas = commands.add_parser("schemas", help="message contracts").add_subparsers(
+        dest="schemas", required=True
+    )
+    schemas.add_parser(
+        "generate", help="write JSON Schemas and the AsyncAPI document under schemas/"
+    ).set_defaults(handler=_schemas_generate)
 
     send = commands.add_parser("send", help="produce a command to payment.commands")
     send.add_argument(

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
+from pipelines.wiring import build_worker
 from tests.factories import add_payment_method, encode
 from tests.integration.stack import (
     REPOSITORY,
@@ -127,3 +128,13 @@ def test_sigterm_stops_the_worker_cleanly_after_committing(
     with engine.connect() as connection:
         count = connection.execute(text("SELECT count(*) FROM processed_commands")).scalar()
     assert count == len(commands)
+
+
+def test_worker_builds_with_non_connection_librdkafka_properties(settings: Settings) -> None:
+    # quixstreams' connection config refuses producer/consumer tuning properties; the
+    # wiring must route them to the clients instead of failing at start-up.
+    tuned = settings.model_copy(update={"kafka_extra_config": {"linger.ms": "5", "client.id": "w"}})
+    app = build_worker(tuned)
+    assert app.config.producer_extra_config["linger.ms"] == "5"
+    assert app.config.consumer_extra_config["client.id"] == "w"
+    assert app.config.processing_guarantee == "exactly-once"
