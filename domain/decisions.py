@@ -211,6 +211,9 @@ def _most_recent_active(state: StreamState, excluding: str) -> PaymentMethod | N
 def decide_update_payment_method(
     command: UpdatePaymentMethod, state: StreamState, now: datetime
 ) -> Decision:
+    if command.user_id is None:
+        # Saved methods belong to users; a guest command must never reach one by its key.
+        return reject(command, state, Reason.GUEST_NOT_ALLOWED)
     payload = command.payload
     method = _own_method(state, payload.payment_method_id)
     if method is None or not method.active:
@@ -265,6 +268,9 @@ def _remove(outcome: _Outcome, method: PaymentMethod, reason: RemovalReason, now
 def decide_remove_payment_method(
     command: RemovePaymentMethod, state: StreamState, now: datetime
 ) -> Decision:
+    if command.user_id is None:
+        # Saved methods belong to users; a guest command must never reach one by its key.
+        return reject(command, state, Reason.GUEST_NOT_ALLOWED)
     method = _own_method(state, command.payload.payment_method_id)
     if method is None:
         return reject(command, state, Reason.PAYMENT_METHOD_NOT_FOUND)
@@ -289,6 +295,9 @@ def decide_remove_payment_method(
 def decide_set_default_payment_method(
     command: SetDefaultPaymentMethod, state: StreamState, now: datetime
 ) -> Decision:
+    if command.user_id is None:
+        # Saved methods belong to users; a guest command must never reach one by its key.
+        return reject(command, state, Reason.GUEST_NOT_ALLOWED)
     method = _own_method(state, command.payload.payment_method_id)
     if method is None or not method.active:
         return reject(command, state, Reason.PAYMENT_METHOD_NOT_FOUND)

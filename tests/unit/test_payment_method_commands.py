@@ -213,3 +213,17 @@ def test_erasure_of_a_user_without_data_still_confirms() -> None:
 def test_guest_erasure_is_refused() -> None:
     decision = decide(_command("EraseUserData", user_id=None), StreamState("x"), NOW)
     assert decision.result.reason == Reason.GUEST_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(
+    "command_type", ["UpdatePaymentMethod", "RemovePaymentMethod", "SetDefaultPaymentMethod"]
+)
+def test_guest_commands_never_reach_a_users_methods(command_type: str) -> None:
+    # The state is loaded by message key; a null userId with a user's key must not act.
+    payload = {"paymentMethodId": "pm-1", "expYear": 2033}
+    if command_type != "UpdatePaymentMethod":
+        payload = {"paymentMethodId": "pm-1"}
+    decision = decide(_command(command_type, payload, user_id=None), STATE, NOW)
+    assert decision.result.reason == Reason.GUEST_NOT_ALLOWED
+    assert decision.events == ()
+    assert decision.changed_methods == ()
