@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # read_committed consumers of the partitions it wrote to wait until then. Keep it
     # short, but well above the commit interval and one batch's processing time.
     kafka_transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # How long a worker that died without leaving the group keeps its partitions before
+    # the group hands them to the others: failover time against false alarms.
+    kafka_session_timeout_ms: int = Field(default=45_000, ge=1_000)
     # A stable transactional id per worker instance (e.g. a StatefulSet pod name) lets
     # a restarted worker abort its predecessor's open transaction at once. Two running
     # workers must never share one. Empty: a random id per process.

@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import uuid5
 
-from domain.model import MAX_ACTIVE_PAYMENT_METHODS, Decision, PaymentMethod, StreamState
+from domain.model import (
+    MAX_ACTIVE_PAYMENT_METHODS,
+    Decision,
+    Payment,
+    PaymentMethod,
+    StreamState,
+)
 from schemas.commands import (
     AddPaymentMethod,
     Command,
     EraseUserData,
+    InitiatePayment,
+    LinkGuestPayments,
     RemovePaymentMethod,
     SetDefaultPaymentMethod,
     UpdatePaymentMethod,
@@ -19,6 +27,8 @@ from schemas.events import (
     EventEnvelope,
     EventPayload,
     EventType,
+    GuestPaymentsLinkedPayload,
+    PaymentInitiatedPayload,
     PaymentMethodAddedPayload,
     PaymentMethodRemovedPayload,
     PaymentMethodUpdatedPayload,
@@ -38,6 +48,7 @@ class _Outcome:
         self._sequence = state.last_sequence
         self.events: list[EventEnvelope] = []
         self.changed: dict[str, PaymentMethod] = {}
+        self.changed_payments: dict[str, Payment] = {}
 
     def emit(self, event_type: EventType, payload: EventPayload) -> None:
         self._sequence += 1
@@ -57,13 +68,22 @@ class _Outcome:
     def change(self, method: PaymentMethod) -> None:
         self.changed[method.payment_method_id] = method
 
+    def change_payment(self, payment: Payment) -> None:
+        self.changed_payments[payment.payment_id] = payment
+
     def accept(
-        self, *, payment_method_id: str | None = None, reason: Reason = Reason.OK
+        self,
+        *,
+        payment_method_id: str | None = None,
+        payment_id: str | None = None,
+        reason: Reason = Reason.OK,
     ) -> Decision:
+        result = _result(self._command, "accepted", reason, self.events, payment_method_id)
         return Decision(
-            result=_result(self._command, "accepted", reason, self.events, payment_method_id),
+            result=result.model_copy(update={"payment_id": payment_id}),
             events=tuple(self.events),
             changed_methods=tuple(self.changed.values()),
+            changed_payments=tuple(self.changed_payments.values()),
             last_sequence=self._sequence,
         )
 
@@ -346,6 +366,68 @@ def decide_erase_user_data(command: EraseUserData, state: StreamState, now: date
     return outcome.accept()
 
 
+def decide_initiate_payment(
+    command: InitiatePayment, state: StreamState, now: datetime
+) -> Decision:
+    payload = command.payload
+    if state.payment(payload.payment_id) is not None:
+        return reject(command, state, Reason.PAYMENT_ID_TAKEN)
+    if payload.payment_method_id is not None:
+        if command.user_id is None:
+            return reject(command, state, Reason.GUEST_CANNOT_USE_SAVED_METHOD)
+        method = _own_method(state, payload.payment_method_id)
+        if method is None or not method.active:
+            return reject(command, state, Reason.PAYMENT_METHOD_NOT_FOUND)
+    outcome = _Outcome(command, state, now)
+    outcome.change_payment(
+        Payment(
+            payment_id=payload.payment_id,
+            user_id=command.user_id,
+            order_id=payload.order_id,
+            amount=payload.amount,
+            currency=payload.currency,
+            payment_method_id=payload.payment_method_id,
+            status="initiated",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    outcome.emit(
+        "PaymentInitiated",
+        PaymentInitiatedPayload(
+            payment_id=payload.payment_id,
+            order_id=payload.order_id,
+            amount=payload.amount,
+            currency=payload.currency,
+            payment_method_id=payload.payment_method_id,
+            guest=command.user_id is None,
+        ),
+    )
+    return outcome.accept(payment_id=payload.payment_id)
+
+
+def decide_link_guest_payments(
+    command: LinkGuestPayments, state: StreamState, now: datetime
+) -> Decision:
+    if command.user_id is None:
+        return reject(command, state, Reason.GUEST_NOT_ALLOWED)
+    payments = [state.payment(payment_id) for payment_id in command.payload.payment_ids]
+    # All or nothing: one unknown or already linked payment rejects the whole command.
+    if any(payment is None for payment in payments):
+        return reject(command, state, Reason.PAYMENT_NOT_FOUND)
+    if any(payment is not None and payment.user_id is not None for payment in payments):
+        return reject(command, state, Reason.PAYMENT_NOT_A_GUEST_PAYMENT)
+    outcome = _Outcome(command, state, now)
+    for payment in payments:
+        if payment is not None:
+            outcome.change_payment(payment.with_changes(user_id=command.user_id, updated_at=now))
+    outcome.emit(
+        "GuestPaymentsLinked",
+        GuestPaymentsLinkedPayload(payment_ids=list(command.payload.payment_ids)),
+    )
+    return outcome.accept()
+
+
 def decide(command: Command, state: StreamState, now: datetime) -> Decision:
     """The one entry point: route a validated command to its rule."""
     match command:
@@ -359,3 +441,7 @@ def decide(command: Command, state: StreamState, now: datetime) -> Decision:
             return decide_set_default_payment_method(command, state, now)
         case EraseUserData():
             return decide_erase_user_data(command, state, now)
+        case InitiatePayment():
+            return decide_initiate_payment(command, state, now)
+        case LinkGuestPayments():
+            return decide_link_guest_payments(command, state, now)

@@ -32,6 +32,24 @@ class PaymentMethod:
 
 
 @dataclass(frozen=True, slots=True)
+class Payment:
+    """A payment, kept without personal data; ``user_id`` is None for a guest."""
+
+    payment_id: str
+    user_id: str | None
+    order_id: str
+    amount: int
+    currency: str
+    payment_method_id: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+    def with_changes(self, **changes: object) -> Payment:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """Everything a decision may read about one key (a user, or a guest payment)."""
 
@@ -41,6 +59,11 @@ class StreamState:
     # Payment method ids named by this command that already belong to another key:
     # reusing one must be refused without revealing whose it is.
     taken_payment_method_ids: frozenset[str] = frozenset()
+    # The payments this command names, whoever they belong to (looked up by id).
+    payments: tuple[Payment, ...] = ()
+
+    def payment(self, payment_id: str) -> Payment | None:
+        return next((p for p in self.payments if p.payment_id == payment_id), None)
 
     @property
     def active_methods(self) -> tuple[PaymentMethod, ...]:
@@ -58,4 +81,5 @@ class Decision:
     result: CommandResult
     events: tuple[EventEnvelope, ...] = ()
     changed_methods: tuple[PaymentMethod, ...] = field(default=())
+    changed_payments: tuple[Payment, ...] = field(default=())
     last_sequence: int = 0

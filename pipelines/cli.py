@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from prometheus_client import start_http_server
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 from pipelines import metrics
+from pipelines.dead_letter_tools import DeadLetterFilter, describe, read_dead_letters, replay
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.topics import create_topics
 from pipelines.version import worker_version
@@ -97,13 +99,104 @@ def _add_payment_method_command(args: argparse.Namespace) -> dict[str, Any]:
     return {"type": "AddPaymentMethod", "userId": args.user_id, "payload": payload}
 
 
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+SEND_BUILDERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "add-payment-method": _add_payment_method_command,
+    "update-payment-method": lambda args: {
+        "type": "UpdatePaymentMethod",
+        "userId": args.user_id,
+        "payload": _without_none(
+            {
+                "paymentMethodId": args.payment_method_id,
+                "expMonth": args.exp_month,
+                "expYear": args.exp_year,
+                "billingName": args.billing_name,
+                "source": args.source,
+            }
+        ),
+    },
+    "remove-payment-method": lambda args: {
+        "type": "RemovePaymentMethod",
+        "userId": args.user_id,
+        "payload": {"paymentMethodId": args.payment_method_id, "reason": args.reason},
+    },
+    "set-default-payment-method": lambda args: {
+        "type": "SetDefaultPaymentMethod",
+        "userId": args.user_id,
+        "payload": {"paymentMethodId": args.payment_method_id},
+    },
+    "erase-user-data": lambda args: {
+        "type": "EraseUserData",
+        "userId": args.user_id,
+        "payload": {},
+    },
+    "initiate-payment": lambda args: {
+        "type": "InitiatePayment",
+        "userId": args.user_id,
+        "payload": _without_none(
+            {
+                "paymentId": args.payment_id,
+                "orderId": args.order_id,
+                "amount": args.amount,
+                "currency": args.currency,
+                "paymentMethodId": args.payment_method_id,
+                "gatewayToken": args.gateway_token,
+            }
+        ),
+    },
+    "link-guest-payments": lambda args: {
+        "type": "LinkGuestPayments",
+        "userId": args.user_id,
+        "payload": {"paymentIds": args.payment_ids},
+    },
+}
+
+
+def _add_send_commands(kinds: Any) -> None:
+    update = kinds.add_parser("update-payment-method", help="change expiry or billing name")
+    update.add_argument("--user-id", required=True)
+    update.add_argument("--payment-method-id", required=True)
+    update.add_argument("--exp-month", type=int)
+    update.add_argument("--exp-year", type=int)
+    update.add_argument("--billing-name")
+    update.add_argument("--source", choices=["user", "account_updater"], default="user")
+    remove = kinds.add_parser("remove-payment-method", help="remove a saved method")
+    remove.add_argument("--user-id", required=True)
+    remove.add_argument("--payment-method-id", required=True)
+    remove.add_argument(
+        "--reason",
+        choices=["user_request", "card_closed", "fraud_suspected"],
+        default="user_request",
+    )
+    default = kinds.add_parser("set-default-payment-method", help="make a method the default")
+    default.add_argument("--user-id", required=True)
+    default.add_argument("--payment-method-id", required=True)
+    erase = kinds.add_parser("erase-user-data", help="erase a user's payment data")
+    erase.add_argument("--user-id", required=True)
+    pay = kinds.add_parser("initiate-payment", help="start a payment (omit --user-id: guest)")
+    pay.add_argument("--user-id")
+    pay.add_argument("--payment-id", required=True)
+    pay.add_argument("--order-id", required=True)
+    pay.add_argument("--amount", type=int, required=True, help="in minor units, e.g. cents")
+    pay.add_argument("--currency", required=True)
+    instrument = pay.add_mutually_exclusive_group(required=True)
+    instrument.add_argument("--payment-method-id")
+    instrument.add_argument("--gateway-token")
+    link = kinds.add_parser("link-guest-payments", help="attach guest payments to a user")
+    link.add_argument("--user-id", required=True)
+    link.add_argument("payment_ids", nargs="+", metavar="PAYMENT_ID")
+
+
 def _send(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.command == "file":
         text = sys.stdin.read() if args.path == "-" else Path(args.path).read_text()
         command = json.loads(text)
     else:
-        command = _add_payment_method_command(args)
+        command = SEND_BUILDERS[args.command](args)
     command.setdefault("commandId", str(uuid.uuid4()))
     command.setdefault("schemaVersion", 1)
     command.setdefault("issuedAt", datetime.now(UTC).isoformat(timespec="seconds"))
@@ -209,6 +302,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--billing-name")
     add.add_argument("--make-default", action="store_true")
 
+    _add_send_commands(send_kinds)
+
     for name in ("events", "results", "dlq"):
         tail_group = commands.add_parser(name, help=f"read the {name} topic").add_subparsers(
             dest="action", required=True
@@ -218,7 +313,45 @@ def _parser() -> argparse.ArgumentParser:
         tail.add_argument("--max", type=int, default=None, help="stop after this many records")
         tail.add_argument("--timeout", type=float, default=None, help="stop after idle seconds")
         tail.set_defaults(handler=_tail, topic_kind=name)
+        if name == "dlq":
+            _add_dead_letter_commands(tail_group)
     return parser
+
+
+def _add_dead_letter_commands(group: Any) -> None:
+    for action, handler, text in (
+        ("list", _dlq_list, "summarise dead letters: where from and why (never the body)"),
+        ("replay", _dlq_replay, "produce dead letters back to the command topic"),
+    ):
+        parser = group.add_parser(action, help=text)
+        parser.add_argument("--reason", help="only this reason code, e.g. schema_violation")
+        parser.add_argument("--partition", type=int, help="only this DLQ partition")
+        parser.add_argument("--from-offset", type=int, help="first DLQ offset (inclusive)")
+        parser.add_argument("--to-offset", type=int, help="last DLQ offset (inclusive)")
+        parser.set_defaults(handler=handler)
+        if action == "replay":
+            parser.add_argument("--dry-run", action="store_true", help="only count")
+
+
+def _dead_letter_filter(args: argparse.Namespace) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        reason=args.reason,
+        partition=args.partition,
+        from_offset=args.from_offset,
+        to_offset=args.to_offset,
+    )
+
+
+def _dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    for message in read_dead_letters(settings, _dead_letter_filter(args)):
+        print(json.dumps(describe(message)), flush=True)
+    return 0
+
+
+def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    counts = replay(settings, _dead_letter_filter(args), dry_run=args.dry_run)
+    print(json.dumps({**counts, "dryRun": args.dry_run}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

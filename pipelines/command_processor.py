@@ -20,7 +20,7 @@ from domain.model import Decision
 from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
-from schemas.commands import Command, named_payment_method_ids
+from schemas.commands import Command, named_payment_ids, named_payment_method_ids
 from schemas.decoding import decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import CommandStore, ProcessedCommand
@@ -69,7 +69,9 @@ class CommandProcessor:
             return self._redelivered(message, command, digest, stored)
 
         key = command.user_id or (message.key or b"").decode("utf-8", "replace")
-        state = self._store.stream_state(key, named_payment_method_ids(command))
+        state = self._store.stream_state(
+            key, named_payment_method_ids(command), named_payment_ids(command)
+        )
         decision = decide(command, state, self._clock())
         return self._publish(message, command, key, digest, decision)
 
@@ -100,6 +102,7 @@ class CommandProcessor:
             key=key,
             last_sequence=decision.last_sequence,
             changed_methods=decision.changed_methods,
+            changed_payments=decision.changed_payments,
         )
         metrics.COMMANDS.labels(command.type, decision.result.status).inc()
         logger.debug(

@@ -41,7 +41,10 @@ def build_worker(settings: Settings) -> Application:
         # quixstreams accepts only connection properties here; any other librdkafka
         # property from kafka_extra_config goes to its consumer and producer below.
         broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
-        consumer_extra_config=dict(settings.kafka_extra_config),
+        consumer_extra_config={
+            "session.timeout.ms": str(settings.kafka_session_timeout_ms),
+            **settings.kafka_extra_config,
+        },
         consumer_group=settings.consumer_group,
         auto_offset_reset=settings.auto_offset_reset,
         commit_interval=settings.commit_interval_seconds,

@@ -10,9 +10,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from schemas.base import SCHEMA_VERSION, Identifier, WireModel
+from schemas.currencies import ISO_4217_CODES
 
 # Unicode categories Cc (controls, NUL) and the bidi overrides/isolates (Trojan Source).
 _FORBIDDEN_TEXT_CHARACTERS = frozenset(
@@ -102,6 +111,43 @@ class EraseUserDataPayload(WireModel):
     pass
 
 
+def _known_currency(code: str) -> str:
+    if code not in ISO_4217_CODES:
+        raise ValueError("must be an ISO 4217 currency code in upper case, e.g. EUR")
+    return code
+
+
+Currency = Annotated[str, StringConstraints(strict=True), AfterValidator(_known_currency)]
+# Minor units (cents); the upper bound keeps amounts far inside a signed 64-bit integer.
+Amount = Annotated[StrictInt, Field(gt=0, le=10**13)]
+
+
+class InitiatePaymentPayload(WireModel):
+    payment_id: Identifier
+    order_id: Identifier
+    amount: Amount
+    currency: Currency
+    payment_method_id: Identifier | None = None
+    gateway_token: GatewayToken | None = None
+    customer: Customer | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_instrument(self) -> InitiatePaymentPayload:
+        if (self.payment_method_id is None) == (self.gateway_token is None):
+            raise ValueError("give exactly one of paymentMethodId and gatewayToken")
+        return self
+
+
+class LinkGuestPaymentsPayload(WireModel):
+    payment_ids: Annotated[list[Identifier], Field(min_length=1, max_length=100)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LinkGuestPaymentsPayload:
+        if len(set(self.payment_ids)) != len(self.payment_ids):
+            raise ValueError("paymentIds must not repeat")
+        return self
+
+
 class CommandEnvelope(WireModel):
     """Fields common to every command."""
 
@@ -137,12 +183,24 @@ class EraseUserData(CommandEnvelope):
     payload: EraseUserDataPayload = EraseUserDataPayload()
 
 
+class InitiatePayment(CommandEnvelope):
+    type: Literal["InitiatePayment"]
+    payload: InitiatePaymentPayload
+
+
+class LinkGuestPayments(CommandEnvelope):
+    type: Literal["LinkGuestPayments"]
+    payload: LinkGuestPaymentsPayload
+
+
 Command = (
     AddPaymentMethod
     | UpdatePaymentMethod
     | RemovePaymentMethod
     | SetDefaultPaymentMethod
     | EraseUserData
+    | InitiatePayment
+    | LinkGuestPayments
 )
 COMMAND_TYPES: dict[str, type[Command]] = {
     "AddPaymentMethod": AddPaymentMethod,
@@ -150,6 +208,8 @@ COMMAND_TYPES: dict[str, type[Command]] = {
     "RemovePaymentMethod": RemovePaymentMethod,
     "SetDefaultPaymentMethod": SetDefaultPaymentMethod,
     "EraseUserData": EraseUserData,
+    "InitiatePayment": InitiatePayment,
+    "LinkGuestPayments": LinkGuestPayments,
 }
 
 
@@ -157,15 +217,28 @@ def named_payment_method_ids(command: Command) -> list[str]:
     """Payment method ids a command refers to (to check who owns them)."""
     if isinstance(command, AddPaymentMethod):
         return [command.payload.payment_method_id] if command.payload.payment_method_id else []
-    if isinstance(command, EraseUserData):
+    if isinstance(command, EraseUserData | LinkGuestPayments):
         return []
+    if isinstance(command, InitiatePayment):
+        return [command.payload.payment_method_id] if command.payload.payment_method_id else []
     return [command.payload.payment_method_id]
 
 
-def expected_key(command: Command) -> str | None:
-    """The Kafka key a command must carry: its user, or for a guest its payment.
+def named_payment_ids(command: Command) -> list[str]:
+    """Payment ids a command refers to, whoever they belong to."""
+    if isinstance(command, InitiatePayment):
+        return [command.payload.payment_id]
+    if isinstance(command, LinkGuestPayments):
+        return list(command.payload.payment_ids)
+    return []
 
-    ``None`` means the envelope names no key (a guest command without a payment), and
-    the message key is taken as it is.
+
+def expected_key(command: Command) -> str | None:
+    """The Kafka key a command must carry: its user, or for a guest payment the payment.
+
+    ``None`` means the envelope names no key (a guest command that is not a payment; it
+    is rejected by its rule), and the message key is taken as it is.
     """
+    if command.user_id is None and isinstance(command, InitiatePayment):
+        return command.payload.payment_id
     return command.user_id

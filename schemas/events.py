@@ -58,12 +58,28 @@ class UserPaymentDataErasedPayload(WireModel):
     removed_payment_method_ids: list[Identifier]
 
 
+class PaymentInitiatedPayload(WireModel):
+    payment_id: Identifier
+    order_id: Identifier
+    amount: int
+    currency: str
+    # The saved method used, or null when the payment used a one-time gateway token.
+    payment_method_id: Identifier | None
+    guest: bool
+
+
+class GuestPaymentsLinkedPayload(WireModel):
+    payment_ids: list[Identifier]
+
+
 EventPayload = (
     PaymentMethodAddedPayload
     | PaymentMethodUpdatedPayload
     | PaymentMethodRemovedPayload
     | DefaultPaymentMethodChangedPayload
     | UserPaymentDataErasedPayload
+    | PaymentInitiatedPayload
+    | GuestPaymentsLinkedPayload
 )
 
 EventType = Literal[
@@ -72,6 +88,8 @@ EventType = Literal[
     "PaymentMethodRemoved",
     "DefaultPaymentMethodChanged",
     "UserPaymentDataErased",
+    "PaymentInitiated",
+    "GuestPaymentsLinked",
 ]
 
 

@@ -24,6 +24,10 @@ class Reason(StrEnum):
     PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
     COMMAND_ID_CONFLICT = "command_id_conflict"
     GUEST_NOT_ALLOWED = "guest_not_allowed"
+    GUEST_CANNOT_USE_SAVED_METHOD = "guest_cannot_use_saved_method"
+    PAYMENT_ID_TAKEN = "payment_id_taken"
+    PAYMENT_NOT_FOUND = "payment_not_found"
+    PAYMENT_NOT_A_GUEST_PAYMENT = "payment_not_a_guest_payment"
 
 
 class CommandResult(WireModel):
@@ -34,3 +38,4 @@ class CommandResult(WireModel):
     reason: str
     event_ids: list[UUID]
     payment_method_id: Identifier | None = None
+    payment_id: Identifier | None = None

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
-from domain.model import PaymentMethod, StreamState
-from state.tables import event_streams, payment_methods, processed_commands
+from domain.model import Payment, PaymentMethod, StreamState
+from state.tables import event_streams, payment_methods, payments, processed_commands
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,16 @@ class ProcessedCommand:
     processed_at: datetime
 
 
-def _method_from_row(row: object) -> PaymentMethod:
-    mapping = row._mapping  # type: ignore[attr-defined]
-    return PaymentMethod(**{column: mapping[column] for column in PaymentMethod.__slots__})
+def _method_from_row(row: Row[Any]) -> PaymentMethod:
+    return PaymentMethod(**{column: row._mapping[column] for column in PaymentMethod.__slots__})
+
+
+def _payment_from_row(row: Row[Any]) -> Payment:
+    return Payment(**{column: row._mapping[column] for column in Payment.__slots__})
+
+
+def _as_row(value: PaymentMethod | Payment) -> dict[str, Any]:
+    return {column: getattr(value, column) for column in type(value).__slots__}
 
 
 class CommandStore:
@@ -52,6 +60,7 @@ class CommandStore:
         self._streams: dict[str, StreamState] = {}
         self._commands: dict[UUID, ProcessedCommand] = {}
         self._changed_methods: dict[str, PaymentMethod] = {}
+        self._changed_payments: dict[str, Payment] = {}
         self._changed_sequences: dict[str, int] = {}
 
     @property
@@ -85,11 +94,17 @@ class CommandStore:
             processed_at=values["processed_at"],
         )
 
-    def stream_state(self, key: str, named_payment_method_ids: Iterable[str] = ()) -> StreamState:
+    def stream_state(
+        self,
+        key: str,
+        named_payment_method_ids: Iterable[str] = (),
+        named_payment_ids: Iterable[str] = (),
+    ) -> StreamState:
         """The state of one key as the next decision must see it.
 
         ``named_payment_method_ids`` are ids the command wants to use; any of them that
         belongs to another key is reported in ``taken_payment_method_ids``.
+        ``named_payment_ids`` are payments the command names, loaded whoever owns them.
         """
         state = self._streams.get(key)
         with self._engine.connect() as connection:
@@ -99,9 +114,17 @@ class CommandStore:
             own_ids = {method.payment_method_id for method in state.methods}
             foreign = [pid for pid in named_payment_method_ids if pid not in own_ids]
             taken = self._taken_ids(connection, key, foreign) if foreign else frozenset()
-        if taken != state.taken_payment_method_ids:
-            state = replace(state, taken_payment_method_ids=taken)
-        return state
+            payment_ids = list(named_payment_ids)
+            named_payments = self._payments(connection, payment_ids) if payment_ids else ()
+        return replace(state, taken_payment_method_ids=taken, payments=named_payments)
+
+    def _payments(self, connection: Connection, ids: list[str]) -> tuple[Payment, ...]:
+        found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
+        missing = [pid for pid in ids if pid not in found]
+        if missing:
+            rows = connection.execute(select(payments).where(payments.c.payment_id.in_(missing)))
+            found.update({row.payment_id: _payment_from_row(row) for row in rows})
+        return tuple(found[pid] for pid in ids if pid in found)
 
     def _load_stream(self, connection: Connection, key: str) -> StreamState:
         rows = connection.execute(
@@ -135,6 +158,7 @@ class CommandStore:
         key: str,
         last_sequence: int,
         changed_methods: Iterable[PaymentMethod],
+        changed_payments: Iterable[Payment] = (),
     ) -> None:
         """Stage one decision; nothing reaches Postgres before ``flush``."""
         self._commands[processed.command_id] = processed
@@ -143,6 +167,8 @@ class CommandStore:
         for method in changed_methods:
             methods[method.payment_method_id] = method
             self._changed_methods[method.payment_method_id] = method
+        for payment in changed_payments:
+            self._changed_payments[payment.payment_id] = payment
         if last_sequence != state.last_sequence:
             self._changed_sequences[key] = last_sequence
         self._streams[key] = StreamState(
@@ -182,6 +208,7 @@ class CommandStore:
                     ],
                 )
                 self._write_methods(connection)
+                self._write_payments(connection)
                 self._write_sequences(connection)
         finally:
             self.discard()
@@ -205,10 +232,22 @@ class CommandStore:
             statement.on_conflict_do_update(
                 index_elements=[payment_methods.c.payment_method_id], set_=updatable
             ),
-            [
-                {column: getattr(method, column) for column in PaymentMethod.__slots__}
-                for method in rows
-            ],
+            [_as_row(method) for method in rows],
+        )
+
+    def _write_payments(self, connection: Connection) -> None:
+        if not self._changed_payments:
+            return
+        statement = insert(payments)
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[payments.c.payment_id],
+                set_={
+                    column: statement.excluded[column]
+                    for column in ("user_id", "status", "updated_at")
+                },
+            ),
+            [_as_row(payment) for payment in self._changed_payments.values()],
         )
 
     def _write_sequences(self, connection: Connection) -> None:
@@ -231,4 +270,5 @@ class CommandStore:
         self._streams.clear()
         self._commands.clear()
         self._changed_methods.clear()
+        self._changed_payments.clear()
         self._changed_sequences.clear()

@@ -89,3 +89,20 @@ processed_commands = Table(
     Column("event_values", ARRAY(BYTEA), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
+
+# Payments keep no personal data; user_id is NULL for a guest until linked to an account.
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=True),
+    Column("order_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("payment_method_id", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("amount > 0", name="ck_payments_amount_positive"),
+    Index("ix_payments_user_id", "user_id"),
+)

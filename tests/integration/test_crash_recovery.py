@@ -19,6 +19,8 @@ COMMANDS_PER_USER = 16  # under the limit of 20 active methods
 def test_sigkill_mid_batch_then_restart_keeps_exactly_once(
     settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
+    # The killed worker's partitions move to the new one after the session timeout.
+    settings = settings.model_copy(update={"kafka_session_timeout_ms": 6000})
     commands = [
         (f"user-{u:04d}", add_payment_method(f"user-{u:04d}", fingerprint=f"fp_{u:04d}_{n:04d}"))
         for n in range(COMMANDS_PER_USER)

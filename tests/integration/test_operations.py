@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
@@ -45,7 +46,7 @@ def test_db_upgrade_and_topics_create_are_idempotent(settings: Settings, engine:
     topics = _cli(settings, "topics", "create")
 
     assert upgrade.returncode == 0, upgrade.stderr
-    assert "at revision 0001" in upgrade.stdout
+    assert "at revision 0002" in upgrade.stdout
     assert topics.returncode == 0, topics.stderr
     assert sorted(topics.stdout.split("\n")[:-1]) == sorted(
         f"{name}: exists"
@@ -67,6 +68,7 @@ def test_db_upgrade_and_topics_create_are_idempotent(settings: Settings, engine:
             "alembic_version",
             "event_streams",
             "payment_methods",
+            "payments",
             "processed_commands",
         ]
 
@@ -138,3 +140,48 @@ def test_worker_builds_with_non_connection_librdkafka_properties(settings: Setti
     assert app.config.producer_extra_config["linger.ms"] == "5"
     assert app.config.consumer_extra_config["client.id"] == "w"
     assert app.config.processing_guarantee == "exactly-once"
+
+
+def test_dead_letters_can_be_listed_and_replayed_safely(
+    settings: Settings, engine: Engine, worker: WorkerProcess
+) -> None:
+    # A command an older worker version dead-lettered (say, before it knew the type),
+    # and one whose body was withheld for card data.
+    fixed = add_payment_method("user-replay", fingerprint="fp_replay_001")
+    dead_letters = Producer(librdkafka_config(settings))
+    dead_letters.produce(
+        settings.topic_dlq,
+        key=b"user-replay",
+        value=encode(fixed),
+        headers=[("dlq.reason", b"unknown_command_type"), ("traceparent", b"00-abc")],
+    )
+    dead_letters.produce(
+        settings.topic_dlq,
+        key=b"user-replay",
+        value=b"",
+        headers=[("dlq.reason", b"sensitive_data"), ("dlq.body.withheld", b"true")],
+    )
+    assert dead_letters.flush(10) == 0
+
+    listed = _cli(settings, "dlq", "list")
+    summaries = [json.loads(line) for line in listed.stdout.strip().split("\n")]
+    assert [(s["reason"], s["bodyWithheld"]) for s in summaries] == [
+        ("unknown_command_type", False),
+        ("sensitive_data", True),
+    ]
+    assert "fp_replay_001" not in listed.stdout
+
+    only_sensitive = _cli(settings, "dlq", "replay", "--reason", "sensitive_data")
+    assert json.loads(only_sensitive.stdout) == {"replayed": 0, "withheld": 1, "dryRun": False}
+    first = _cli(settings, "dlq", "replay", "--reason", "unknown_command_type")
+    second = _cli(settings, "dlq", "replay", "--reason", "unknown_command_type")
+    assert json.loads(first.stdout)["replayed"] == 1
+    assert json.loads(second.stdout)["replayed"] == 1
+
+    results = read_topic(settings, settings.topic_results, expected=2)
+    events = read_topic(settings, settings.topic_events, expected=2)
+    assert [r.json()["status"] for r in results] == ["accepted", "accepted"]
+    assert results[0].json() == results[1].json()
+    assert len(events) == 2, "a second replay publishes the stored result, no new events"
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM payment_methods")).scalar() == 1
