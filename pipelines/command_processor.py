@@ -10,22 +10,42 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 from domain.decisions import decide
 from domain.errors import InvalidMessage
-from domain.model import Decision
+from domain.model import Decision, Payment, PaymentMethod, StreamState
 from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
 from schemas.commands import Command, named_payment_ids, named_payment_method_ids
 from schemas.decoding import decode_command
 from schemas.results import CommandResult, Reason
-from state.command_store import CommandStore, ProcessedCommand
+from state.command_store import ProcessedCommand
 
 logger = logging.getLogger(__name__)
+
+
+class DecisionStore(Protocol):
+    """What the processor needs from the store (``state.command_store.CommandStore``)."""
+
+    def processed_command(self, command_id: UUID) -> ProcessedCommand | None: ...
+
+    def stream_state(
+        self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
+    ) -> StreamState: ...
+
+    def record(
+        self,
+        processed: ProcessedCommand,
+        key: str,
+        last_sequence: int,
+        changed_methods: Iterable[PaymentMethod],
+        changed_payments: Iterable[Payment],
+    ) -> None: ...
 
 
 def canonical_sha256(command: Command) -> bytes:
@@ -46,7 +66,7 @@ def _event_headers(event_value: bytes) -> Headers:
 class CommandProcessor:
     def __init__(
         self,
-        store: CommandStore,
+        store: DecisionStore,
         *,
         clock: Callable[[], datetime],
         consumer_group: str,

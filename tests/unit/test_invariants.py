@@ -3,71 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
 
 from domain.decisions import decide
 from domain.model import PaymentMethod, StreamState
-from schemas.commands import Command
 from schemas.events import EventEnvelope
-from tests.factories import add_payment_method, command
-
-COMMANDS: TypeAdapter[Command] = TypeAdapter(Command)
-USERS = ["user-a", "user-b"]
-METHOD_IDS = [f"pm-{n}" for n in range(6)]
-START = datetime(2026, 11, 30, tzinfo=UTC)
-
-command_specs = st.one_of(
-    st.tuples(
-        st.just("AddPaymentMethod"),
-        st.sampled_from(USERS),
-        st.sampled_from(METHOD_IDS),
-        st.integers(0, 3),  # fingerprint number: repeats exercise de-duplication
-        st.integers(2026, 2029),
-        st.booleans(),
-    ),
-    st.tuples(
-        st.just("UpdatePaymentMethod"),
-        st.sampled_from(USERS),
-        st.sampled_from(METHOD_IDS),
-        st.integers(1, 12),
-        st.integers(2027, 2030),
-    ),
-    st.tuples(st.just("RemovePaymentMethod"), st.sampled_from(USERS), st.sampled_from(METHOD_IDS)),
-    st.tuples(
-        st.just("SetDefaultPaymentMethod"), st.sampled_from(USERS), st.sampled_from(METHOD_IDS)
-    ),
-    st.tuples(st.just("EraseUserData"), st.sampled_from(USERS)),
-)
-
-
-def _build(spec: tuple[Any, ...], issued_at: datetime) -> Command:
-    kind, user = spec[0], spec[1]
-    if kind == "AddPaymentMethod":
-        _, _, method_id, fingerprint, exp_year, make_default = spec
-        document = add_payment_method(
-            user,
-            payment_method_id=f"{user}-{method_id}",
-            fingerprint=f"fp_{user}_{fingerprint}",
-            exp_year=exp_year,
-            make_default=make_default,
-            issued_at=issued_at,
-        )
-    elif kind == "UpdatePaymentMethod":
-        _, _, method_id, month, year = spec
-        payload = {"paymentMethodId": f"{user}-{method_id}", "expMonth": month, "expYear": year}
-        document = command(kind, user, payload, issued_at=issued_at)
-    elif kind == "EraseUserData":
-        document = command(kind, user, issued_at=issued_at)
-    else:
-        document = command(
-            kind, user, {"paymentMethodId": f"{user}-{spec[2]}"}, issued_at=issued_at
-        )
-    return COMMANDS.validate_python(document)
+from tests.strategies import COMMAND_SPECS, START, USERS, build_command
 
 
 def _apply(
@@ -101,13 +46,13 @@ def _view_from_events(events: list[EventEnvelope]) -> dict[str, tuple[int, int, 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(command_specs, min_size=1, max_size=40))
+@given(st.lists(COMMAND_SPECS, min_size=1, max_size=40))
 def test_invariants_hold_for_any_command_sequence(specs: list[tuple[Any, ...]]) -> None:
     states = {user: StreamState(user) for user in USERS}
     events: dict[str, list[EventEnvelope]] = defaultdict(list)
     for index, spec in enumerate(specs):
         now = START + timedelta(seconds=index)
-        cmd = _build(spec, now)
+        cmd = build_command(spec, now)
         key = spec[1]
         decision = decide(cmd, states[key], now)
         assert decide(cmd, states[key], now) == decision, "decisions are deterministic"
