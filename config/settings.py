@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -25,11 +25,66 @@ KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 
+class HttpServiceSettings(BaseModel):
+    """How to reach one HTTP service: address, time budget, TLS and authentication.
+
+    Credentials are files (mounted secrets), read when a call needs them, so they can be
+    rotated without a restart and never sit in the environment.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str
+    # Per attempt; a lookup with retries stays within ``total_budget_seconds``.
+    timeout_seconds: float = Field(default=2.0, gt=0)
+    total_budget_seconds: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_seconds: float = Field(default=30.0, gt=0)
+    # TLS: a CA bundle to trust (default: the system's), and a client certificate for mTLS.
+    ca_bundle: Path | None = None
+    client_certificate: Path | None = None
+    client_key: Path | None = None
+    # Plain HTTP only to a loopback address, and only when explicitly allowed (development).
+    allow_plain_http_on_loopback: bool = False
+    # Service-to-service auth: a bearer token read from a file, or a JWT the worker signs.
+    bearer_token_file: Path | None = None
+    jwt_signing_key_file: Path | None = None
+    jwt_algorithm: Literal["RS256", "ES256", "HS256"] = "RS256"
+    jwt_audience: str | None = None
+    jwt_issuer: str = "payment-worker"
+    jwt_ttl_seconds: int = Field(default=300, ge=30)
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> HttpServiceSettings:
+        if self.bearer_token_file is not None and self.jwt_signing_key_file is not None:
+            raise ValueError("set bearer_token_file or jwt_signing_key_file, not both")
+        if (self.client_certificate is None) != (self.client_key is None):
+            raise ValueError("client_certificate and client_key go together")
+        if self.jwt_signing_key_file is not None and not self.jwt_audience:
+            raise ValueError("jwt_audience is required when the worker signs tokens")
+        return self
+
+
+class ProfileCacheSettings(BaseModel):
+    """The bounded cache in front of the User Service profile lookup."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl_seconds: float = Field(default=300.0, gt=0)
+    # A 404 is remembered briefly, so a burst of commands for a deleted user makes one call.
+    negative_ttl_seconds: float = Field(default=30.0, ge=0)
+    # While the User Service fails, an expired profile may still serve this long.
+    stale_if_error_seconds: float = Field(default=900.0, ge=0)
+    max_entries: int = Field(default=50_000, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything the worker can be told. Defaults fit the local stack (scripts/stack)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
         frozen=True,
         extra="ignore",
         case_sensitive=False,
@@ -92,14 +147,15 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(default=10_000, ge=0)
     database_connect_timeout_seconds: int = Field(default=10, ge=1)
 
-    # --- User Service (profile lookup) ---------------------------------------------------
-    user_service_url: str = "https://user-service.internal"
-    user_service_timeout_seconds: float = Field(default=2.0, gt=0)
-    user_service_bearer_token: SecretStr | None = None
-    user_service_ca_bundle: Path | None = None
-    user_service_client_certificate: Path | None = None
-    user_service_client_key: Path | None = None
-    user_service_allow_plain_http_on_loopback: bool = False
+    # --- Outbound HTTP services ---------------------------------------------------------
+    # Nested: PAYMENT_WORKER_USER_SERVICE__BASE_URL, PAYMENT_WORKER_GATEWAY__TIMEOUT_SECONDS...
+    user_service: HttpServiceSettings = Field(
+        default_factory=lambda: HttpServiceSettings(base_url="https://user-service.internal")
+    )
+    gateway: HttpServiceSettings = Field(
+        default_factory=lambda: HttpServiceSettings(base_url="https://payment-gateway.internal")
+    )
+    profile_cache: ProfileCacheSettings = Field(default_factory=ProfileCacheSettings)
 
     # --- Operations ------------------------------------------------------------------
     metrics_port: int = Field(default=9108, ge=0, le=65535)

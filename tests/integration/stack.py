@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
@@ -33,6 +33,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, dict):
             value = json.dumps(value)
+        elif isinstance(value, BaseModel):
+            value = value.model_dump_json()
         environment[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     return environment
 
