@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from uuid import uuid5
 
 from domain.model import (
     MAX_ACTIVE_PAYMENT_METHODS,
+    AuthorizationAnswer,
     Decision,
     Payment,
     PaymentMethod,
@@ -28,6 +30,8 @@ from schemas.events import (
     EventPayload,
     EventType,
     GuestPaymentsLinkedPayload,
+    PaymentAuthorizedPayload,
+    PaymentDeclinedPayload,
     PaymentInitiatedPayload,
     PaymentMethodAddedPayload,
     PaymentMethodRemovedPayload,
@@ -404,6 +408,54 @@ def decide_initiate_payment(
         ),
     )
     return outcome.accept(payment_id=payload.payment_id)
+
+
+def payment_instrument(command: InitiatePayment, state: StreamState) -> str:
+    """The gateway token to charge: the one-time token, or the saved method's token."""
+    if command.payload.gateway_token is not None:
+        return command.payload.gateway_token
+    method = _own_method(state, command.payload.payment_method_id or "")
+    if method is None or method.gateway_token is None:
+        raise ValueError("an accepted payment always has an instrument")
+    return method.gateway_token
+
+
+def settle_authorization(
+    command: InitiatePayment, decision: Decision, answer: AuthorizationAnswer, now: datetime
+) -> Decision:
+    """Add the gateway's answer to an accepted InitiatePayment decision."""
+    (payment,) = decision.changed_payments
+    sequence = decision.last_sequence + 1
+    payload: EventPayload
+    if answer.approved and answer.authorization_id:
+        event_type: EventType = "PaymentAuthorized"
+        payload = PaymentAuthorizedPayload(
+            payment_id=payment.payment_id, authorization_id=answer.authorization_id
+        )
+    else:
+        event_type = "PaymentDeclined"
+        payload = PaymentDeclinedPayload(
+            payment_id=payment.payment_id, decline_code=answer.decline_code or "declined"
+        )
+    event = EventEnvelope(
+        event_id=event_id(command.command_id, len(decision.events)),
+        type=event_type,
+        occurred_at=now,
+        user_id=command.user_id,
+        sequence=sequence,
+        command_id=command.command_id,
+        correlation_id=command.correlation_id,
+        payload=payload,
+    )
+    events = (*decision.events, event)
+    status = "authorized" if event_type == "PaymentAuthorized" else "declined"
+    return replace(
+        decision,
+        result=decision.result.model_copy(update={"event_ids": [e.event_id for e in events]}),
+        events=events,
+        changed_payments=(payment.with_changes(status=status, updated_at=now),),
+        last_sequence=sequence,
+    )
 
 
 def decide_link_guest_payments(

@@ -50,6 +50,15 @@ class Payment:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorizationAnswer:
+    """What the payment gateway said about one authorization request."""
+
+    approved: bool
+    authorization_id: str | None = None
+    decline_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """Everything a decision may read about one key (a user, or a guest payment)."""
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import random
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,25 +19,40 @@ from prometheus_client import start_http_server
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
+from domain.errors import TransientError
 from pipelines import metrics
 from pipelines.dead_letter_tools import DeadLetterFilter, describe, read_dead_letters, replay
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.topics import create_topics
 from pipelines.version import worker_version
 from pipelines.wiring import build_worker
+from sandbox.gateway_server import SandboxGatewayServer
 from schemas.contracts import write_contracts
-from state.database import create_database_engine, current_revision, upgrade_schema
+from state.database import (
+    create_database_engine,
+    current_revision,
+    head_revision,
+    upgrade_schema,
+)
 
 logger = logging.getLogger("payment_worker")
 
+RESTART_DELAY_SECONDS = 1.0
+RESTART_DELAY_MAX_SECONDS = 30.0
+# A pipeline that ran this long before failing starts its back-off from the beginning.
+RESTART_RESET_AFTER_SECONDS = 60.0
+
 
 def _run_worker(settings: Settings, _: argparse.Namespace) -> int:
-
     engine = create_database_engine(settings)
-    if current_revision(engine, settings.database_schema) is None:
-        logger.error("the database schema is not migrated: run `payment-worker db upgrade`")
-        return 2
+    revision, head = current_revision(engine, settings.database_schema), head_revision()
     engine.dispose()
+    if revision != head:
+        logger.error(
+            "the database schema needs migrating: run `payment-worker db upgrade`",
+            extra={"revision": revision, "required": head},
+        )
+        return 2
     metrics.BUILD_INFO.info({"version": worker_version()})
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
@@ -50,9 +68,35 @@ def _run_worker(settings: Settings, _: argparse.Namespace) -> int:
             "metricsPort": settings.metrics_port,
         },
     )
-    build_worker(settings).run()
+    _run_until_stopped(settings)
     logger.info("payment worker stopped")
     return 0
+
+
+def _run_until_stopped(settings: Settings) -> None:
+    """Run the pipeline; when a dependency fails, wait and start it again.
+
+    A failed batch is never half-applied: its Postgres transaction and its Kafka
+    transaction both roll back, and the new pipeline resumes from the last commit. So a
+    database or gateway outage delays commands; it never drops, reorders or
+    dead-letters them.
+    """
+    delay = RESTART_DELAY_SECONDS
+    while True:
+        started = time.monotonic()
+        try:
+            build_worker(settings).run()
+            return
+        except TransientError as error:
+            if time.monotonic() - started > RESTART_RESET_AFTER_SECONDS:
+                delay = RESTART_DELAY_SECONDS
+            metrics.PIPELINE_RESTARTS.inc()
+            logger.warning(
+                "a dependency is unavailable; the pipeline restarts from its last commit",
+                extra={"error": str(error), "retryInSeconds": round(delay, 1)},
+            )
+            time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+            delay = min(delay * 2, RESTART_DELAY_MAX_SECONDS)
 
 
 def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
@@ -246,6 +290,14 @@ def _schemas_generate(_: Settings, __: argparse.Namespace) -> int:
     return 0
 
 
+def _sandbox_gateway(_: Settings, args: argparse.Namespace) -> int:
+    server = SandboxGatewayServer(args.host, args.port)
+    logger.info("sandbox payment gateway listening", extra={"url": server.url})
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payment-worker",
@@ -275,6 +327,14 @@ def _parser() -> argparse.ArgumentParser:
     schemas.add_parser(
         "generate", help="write JSON Schemas and the AsyncAPI document under schemas/"
     ).set_defaults(handler=_schemas_generate)
+
+    sandbox = commands.add_parser(
+        "sandbox", help="stand-ins for outside services (local runs and tests)"
+    ).add_subparsers(dest="sandbox", required=True)
+    gateway = sandbox.add_parser("gateway", help="serve the sandbox payment gateway over HTTP")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8090)
+    gateway.set_defaults(handler=_sandbox_gateway)
 
     send = commands.add_parser("send", help="produce a command to payment.commands")
     send.add_argument(

@@ -15,13 +15,19 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from domain.decisions import decide
+from clients.gateway import PaymentGateway, idempotency_key
+from domain.decisions import decide, payment_instrument, settle_authorization
 from domain.errors import InvalidMessage
 from domain.model import Decision, Payment, PaymentMethod, StreamState
 from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
-from schemas.commands import Command, named_payment_ids, named_payment_method_ids
+from schemas.commands import (
+    Command,
+    InitiatePayment,
+    named_payment_ids,
+    named_payment_method_ids,
+)
 from schemas.decoding import decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import ProcessedCommand
@@ -67,12 +73,14 @@ class CommandProcessor:
     def __init__(
         self,
         store: DecisionStore,
+        gateway: PaymentGateway,
         *,
         clock: Callable[[], datetime],
         consumer_group: str,
         worker_version: str,
     ) -> None:
         self._store = store
+        self._gateway = gateway
         self._clock = clock
         self._consumer_group = consumer_group
         self._worker_version = worker_version
@@ -92,8 +100,25 @@ class CommandProcessor:
         state = self._store.stream_state(
             key, named_payment_method_ids(command), named_payment_ids(command)
         )
-        decision = decide(command, state, self._clock())
+        now = self._clock()
+        decision = decide(command, state, now)
+        if isinstance(command, InitiatePayment) and decision.result.status == "accepted":
+            decision = self._authorize(command, state, decision, now)
         return self._publish(message, command, key, digest, decision)
+
+    def _authorize(
+        self, command: InitiatePayment, state: StreamState, decision: Decision, now: datetime
+    ) -> Decision:
+        """Ask the gateway; a repeat of this call (a replayed batch) gets the same answer."""
+        payload = command.payload
+        answer = self._gateway.authorize(
+            payment_id=payload.payment_id,
+            amount=payload.amount,
+            currency=payload.currency,
+            gateway_token=payment_instrument(command, state),
+            idempotency_key=idempotency_key(command.command_id, "authorize"),
+        )
+        return settle_authorization(command, decision, answer, now)
 
     def _publish(
         self,

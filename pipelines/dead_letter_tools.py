@@ -61,13 +61,15 @@ def read_dead_letters(settings: Settings, selection: DeadLetterFilter) -> Iterat
                 remaining[partition] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in remaining])
         while remaining:
-            message = consumer.poll(1.0)
-            if message is None or message.error() is not None:
-                continue
-            if message.offset() + 1 >= remaining.get(message.partition(), 0):
-                remaining.pop(message.partition(), None)
-            if selection.matches(message):
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None and selection.matches(message):
                 yield message
+            # The worker writes dead letters in transactions, so the last offsets are
+            # commit markers that are never delivered: compare positions, not offsets.
+            positions = consumer.position([TopicPartition(topic, p) for p in remaining])
+            for position in positions:
+                if position.offset >= remaining[position.partition]:
+                    del remaining[position.partition]
     finally:
         consumer.close()
 

@@ -5,7 +5,7 @@ Label values are bounded (command types, outcomes, reason codes), never user ids
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 BUILD_INFO = Info("payment_worker_build", "Version of the running worker.")
 
@@ -23,6 +23,10 @@ REPLAYED_OUTCOMES = Counter(
     "payment_worker_replayed_outcomes_total",
     "Redelivered commands whose stored outcome was re-emitted instead of re-decided.",
 )
+PIPELINE_RESTARTS = Counter(
+    "payment_worker_pipeline_restarts_total",
+    "Times the pipeline stopped on an unavailable dependency and started again.",
+)
 CHECKPOINT_COMMANDS = Histogram(
     "payment_worker_checkpoint_commands",
     "Commands written to PostgreSQL per checkpoint transaction.",
@@ -32,4 +36,34 @@ CHECKPOINT_WRITE_SECONDS = Histogram(
     "payment_worker_checkpoint_write_seconds",
     "Duration of the PostgreSQL transaction of one checkpoint.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+# --- Outbound HTTP services (label ``service``: "user_service", "gateway") ----------------
+HTTP_CALL_SECONDS = Histogram(
+    "payment_worker_http_call_seconds",
+    "Duration of one HTTP attempt to an outbound service (retries are separate attempts).",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+HTTP_ATTEMPTS = Counter(
+    "payment_worker_http_attempts_total",
+    "HTTP attempts to an outbound service, by outcome: a status class (2xx, 3xx, 4xx, 5xx) "
+    "or timeout, connect_error, tls_error, transport_error.",
+    ["service", "outcome"],
+)
+CIRCUIT_BREAKER_STATE = Gauge(
+    "payment_worker_circuit_breaker_state",
+    "Circuit breaker in front of an outbound service: 0 closed, 1 half-open, 2 open.",
+    ["service"],
+)
+PROFILE_LOOKUPS = Counter(
+    "payment_worker_profile_lookups_total",
+    "User Service profile lookups, by outcome: hit (fresh in the cache, or fetched by a "
+    "concurrent lookup), miss (fetched), negative (the user does not exist), stale (an "
+    "expired profile served while the User Service fails), error (nothing usable).",
+    ["outcome"],
+)
+PROFILE_CACHE_ENTRIES = Gauge(
+    "payment_worker_profile_cache_entries",
+    "Entries in the User Service profile cache (profiles and remembered 404s).",
 )

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import httpx
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
+from clients.gateway import HttpGateway
 from config.kafka import connection_config
 from config.settings import Settings
 from pipelines.command_pipeline import build_command_pipeline
@@ -58,8 +60,15 @@ def build_worker(settings: Settings) -> Application:
         producer_extra_config=_producer_config(settings),
     )
     store = CommandStore(create_database_engine(settings))
+    gateway = HttpGateway(
+        httpx.Client(
+            base_url=settings.gateway.base_url,
+            timeout=settings.gateway.timeout_seconds,
+        )
+    )
     processor = CommandProcessor(
         store,
+        gateway,
         clock=utc_now,
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),

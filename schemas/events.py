@@ -9,10 +9,19 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID, uuid5
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, ConfigDict
 
 from schemas.base import SCHEMA_VERSION, Identifier, WireModel
 from schemas.commands import CardBrand
+
+
+class EventModel(WireModel):
+    """Events tolerate unknown fields, so consumers built today accept tomorrow's events.
+
+    (Commands are strict instead: a typo in a command must not pass silently.)
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def event_id(command_id: UUID, index: int) -> UUID:
@@ -20,7 +29,7 @@ def event_id(command_id: UUID, index: int) -> UUID:
     return uuid5(command_id, str(index))
 
 
-class PaymentMethodAddedPayload(WireModel):
+class PaymentMethodAddedPayload(EventModel):
     payment_method_id: Identifier
     brand: CardBrand
     last4: str
@@ -28,12 +37,12 @@ class PaymentMethodAddedPayload(WireModel):
     exp_year: int
 
 
-class DefaultPaymentMethodChangedPayload(WireModel):
+class DefaultPaymentMethodChangedPayload(EventModel):
     previous_payment_method_id: Identifier | None
     new_payment_method_id: Identifier | None
 
 
-class PaymentMethodUpdatedPayload(WireModel):
+class PaymentMethodUpdatedPayload(EventModel):
     """The changed non-PII fields with their previous values, and who changed them."""
 
     payment_method_id: Identifier
@@ -49,16 +58,16 @@ class PaymentMethodUpdatedPayload(WireModel):
 RemovalReason = Literal["user_request", "card_closed", "fraud_suspected", "erasure"]
 
 
-class PaymentMethodRemovedPayload(WireModel):
+class PaymentMethodRemovedPayload(EventModel):
     payment_method_id: Identifier
     reason: RemovalReason
 
 
-class UserPaymentDataErasedPayload(WireModel):
+class UserPaymentDataErasedPayload(EventModel):
     removed_payment_method_ids: list[Identifier]
 
 
-class PaymentInitiatedPayload(WireModel):
+class PaymentInitiatedPayload(EventModel):
     payment_id: Identifier
     order_id: Identifier
     amount: int
@@ -68,7 +77,18 @@ class PaymentInitiatedPayload(WireModel):
     guest: bool
 
 
-class GuestPaymentsLinkedPayload(WireModel):
+class PaymentAuthorizedPayload(EventModel):
+    payment_id: Identifier
+    authorization_id: Identifier
+
+
+class PaymentDeclinedPayload(EventModel):
+    payment_id: Identifier
+    # The gateway's reason, a short code such as "insufficient_funds".
+    decline_code: Identifier
+
+
+class GuestPaymentsLinkedPayload(EventModel):
     payment_ids: list[Identifier]
 
 
@@ -79,6 +99,8 @@ EventPayload = (
     | DefaultPaymentMethodChangedPayload
     | UserPaymentDataErasedPayload
     | PaymentInitiatedPayload
+    | PaymentAuthorizedPayload
+    | PaymentDeclinedPayload
     | GuestPaymentsLinkedPayload
 )
 
@@ -89,11 +111,13 @@ EventType = Literal[
     "DefaultPaymentMethodChanged",
     "UserPaymentDataErased",
     "PaymentInitiated",
+    "PaymentAuthorized",
+    "PaymentDeclined",
     "GuestPaymentsLinked",
 ]
 
 
-class EventEnvelope(WireModel):
+class EventEnvelope(EventModel):
     event_id: UUID
     type: EventType
     schema_version: Literal[1] = SCHEMA_VERSION

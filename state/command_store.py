@@ -9,16 +9,19 @@ fails, the redelivered commands find their stored outcome in the inbox and re-em
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Engine, Row, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from domain.errors import TransientError
 from domain.model import Payment, PaymentMethod, StreamState
 from state.tables import event_streams, payment_methods, payments, processed_commands
 
@@ -52,6 +55,22 @@ def _as_row(value: PaymentMethod | Payment) -> dict[str, Any]:
     return {column: getattr(value, column) for column in type(value).__slots__}
 
 
+class ConcurrentWriteError(TransientError):
+    """Another worker wrote first; this checkpoint is retried from its first command."""
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Database failures are transient: the pipeline waits and retries the batch."""
+    try:
+        yield
+    except IntegrityError:
+        # A row this batch creates exists already: another worker stored it first.
+        raise ConcurrentWriteError("another worker stored part of this batch first") from None
+    except (OperationalError, InterfaceError) as error:
+        raise TransientError(f"database unavailable ({type(error.orig).__name__})") from None
+
+
 class CommandStore:
     """The per-checkpoint unit of work over the inbox and the payment method tables."""
 
@@ -61,6 +80,9 @@ class CommandStore:
         self._commands: dict[UUID, ProcessedCommand] = {}
         self._changed_methods: dict[str, PaymentMethod] = {}
         self._changed_payments: dict[str, Payment] = {}
+        # Payments as read from Postgres in this checkpoint: their writes are conditional
+        # on still being so, because payments are shared across keys and partitions.
+        self._loaded_payments: dict[str, Payment] = {}
         self._changed_sequences: dict[str, int] = {}
 
     @property
@@ -73,7 +95,7 @@ class CommandStore:
         pending = self._commands.get(command_id)
         if pending is not None:
             return pending
-        with self._engine.connect() as connection:
+        with _database_errors(), self._engine.connect() as connection:
             row = connection.execute(
                 select(processed_commands).where(processed_commands.c.command_id == command_id)
             ).one_or_none()
@@ -107,7 +129,7 @@ class CommandStore:
         ``named_payment_ids`` are payments the command names, loaded whoever owns them.
         """
         state = self._streams.get(key)
-        with self._engine.connect() as connection:
+        with _database_errors(), self._engine.connect() as connection:
             if state is None:
                 state = self._load_stream(connection, key)
                 self._streams[key] = state
@@ -123,7 +145,9 @@ class CommandStore:
         missing = [pid for pid in ids if pid not in found]
         if missing:
             rows = connection.execute(select(payments).where(payments.c.payment_id.in_(missing)))
-            found.update({row.payment_id: _payment_from_row(row) for row in rows})
+            loaded = {row.payment_id: _payment_from_row(row) for row in rows}
+            self._loaded_payments.update(loaded)
+            found.update(loaded)
         return tuple(found[pid] for pid in ids if pid in found)
 
     def _load_stream(self, connection: Connection, key: str) -> StreamState:
@@ -187,7 +211,7 @@ class CommandStore:
             return 0
         count = len(self._commands)
         try:
-            with self._engine.begin() as connection:
+            with _database_errors(), self._engine.begin() as connection:
                 connection.execute(
                     insert(processed_commands),
                     [
@@ -236,19 +260,35 @@ class CommandStore:
         )
 
     def _write_payments(self, connection: Connection) -> None:
-        if not self._changed_payments:
-            return
-        statement = insert(payments)
-        connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[payments.c.payment_id],
-                set_={
-                    column: statement.excluded[column]
-                    for column in ("user_id", "status", "updated_at")
-                },
-            ),
-            [_as_row(payment) for payment in self._changed_payments.values()],
-        )
+        """Insert new payments and update loaded ones only if nobody changed them since.
+
+        A payment id is checked and a guest payment linked by commands of different
+        keys, so two workers may decide about one payment at once: the plain INSERT and
+        the conditional UPDATE make the slower checkpoint fail and retry instead of
+        silently overwriting.
+        """
+        new = [
+            p for p in self._changed_payments.values() if p.payment_id not in self._loaded_payments
+        ]
+        if new:
+            connection.execute(insert(payments), [_as_row(payment) for payment in new])
+        for payment in self._changed_payments.values():
+            before = self._loaded_payments.get(payment.payment_id)
+            if before is None:
+                continue
+            updated = connection.execute(
+                update(payments)
+                .where(
+                    payments.c.payment_id == payment.payment_id,
+                    payments.c.user_id.is_not_distinct_from(before.user_id),
+                    payments.c.status == before.status,
+                )
+                .values(
+                    user_id=payment.user_id, status=payment.status, updated_at=payment.updated_at
+                )
+            )
+            if updated.rowcount != 1:
+                raise ConcurrentWriteError(f"payment {payment.payment_id} changed meanwhile")
 
     def _write_sequences(self, connection: Connection) -> None:
         if not self._changed_sequences:
@@ -271,4 +311,5 @@ class CommandStore:
         self._commands.clear()
         self._changed_methods.clear()
         self._changed_payments.clear()
+        self._loaded_payments.clear()
         self._changed_sequences.clear()

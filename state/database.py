@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
 
@@ -47,6 +48,16 @@ def upgrade_schema(engine: Engine, schema: str) -> None:
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection, schema), "head")
+
+
+def head_revision() -> str:
+    """The newest migration this version of the worker ships."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
 
 
 def current_revision(engine: Engine, schema: str) -> str | None:

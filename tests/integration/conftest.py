@@ -15,8 +15,9 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
 from config.kafka import librdkafka_config
-from config.settings import Settings, load_settings
+from config.settings import HttpServiceSettings, Settings, load_settings
 from pipelines.topics import create_topics
+from sandbox.gateway_server import SandboxGatewayServer
 from state.database import create_database_engine, upgrade_schema
 from tests.integration.stack import WorkerProcess
 
@@ -56,11 +57,24 @@ def stack_settings() -> Settings:
 
 
 @pytest.fixture
-def settings(stack_settings: Settings) -> Iterator[Settings]:
+def sandbox_gateway() -> Iterator[SandboxGatewayServer]:
+    """The sandbox payment gateway on a loopback port (real HTTP), one per test."""
+    server = SandboxGatewayServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, sandbox_gateway: SandboxGatewayServer) -> Iterator[Settings]:
     """Settings with unique topics, group and schema; created before, dropped after."""
     suffix = uuid.uuid4().hex[:12]
     isolated = stack_settings.model_copy(
         update={
+            "gateway": HttpServiceSettings(
+                base_url=sandbox_gateway.url,
+                allow_plain_http_on_loopback=True,
+                timeout_seconds=2.0,
+            ),
             "topic_commands": f"test.{suffix}.commands",
             "topic_events": f"test.{suffix}.events",
             "topic_results": f"test.{suffix}.results",

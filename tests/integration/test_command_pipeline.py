@@ -66,7 +66,8 @@ def test_commands_of_one_user_apply_in_order_within_and_across_batches(
     ]
     produce(settings, [(b"user-order", encode(c)) for c in commands])
 
-    events = read_topic(settings, settings.topic_events, expected=6)
+    # 3 payments (initiated + authorized), a saved card (added + default), one link.
+    events = read_topic(settings, settings.topic_events, expected=9)
 
     assert [e.json()["sequence"] for e in events] == list(range(1, 8))
     assert [e.json()["commandId"] for e in events if e.json()["type"] == "PaymentMethodAdded"] == [
@@ -351,7 +352,8 @@ def test_guest_payments_then_linking_them_to_a_new_account(
     produce(settings, [(b"user-link", encode(link)), (b"user-link", encode(link_again))])
 
     results = read_topic(settings, settings.topic_results, expected=len(steps) + 2)
-    events = read_topic(settings, settings.topic_events, expected=6)
+    # 3 payments (initiated + authorized), a saved card (added + default), one link.
+    events = read_topic(settings, settings.topic_events, expected=9)
 
     by_command = {r.json()["commandId"]: r.json() for r in results}
     assert len(first) == len(steps)
@@ -369,7 +371,7 @@ def test_guest_payments_then_linking_them_to_a_new_account(
     assert by_command[link["commandId"]]["status"] == "accepted"
     assert by_command[link_again["commandId"]]["reason"] == "payment_not_a_guest_payment"
     guest_events = [e for e in events if e.key == b"pay-g1"]
-    assert [e.json()["type"] for e in guest_events] == ["PaymentInitiated"]
+    assert [e.json()["type"] for e in guest_events] == ["PaymentInitiated", "PaymentAuthorized"]
     assert guest_events[0].json()["userId"] is None
     linked = [e.json() for e in events if e.json()["type"] == "GuestPaymentsLinked"]
     assert [e["payload"]["paymentIds"] for e in linked] == [["pay-g1", "pay-g2"]]

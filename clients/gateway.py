@@ -1,0 +1,108 @@
+"""The payment gateway port, and its HTTP implementation.
+
+Every call carries an idempotency key derived from the command, because a replayed
+batch repeats its calls: the gateway answers a repeated key with its first answer and
+creates nothing new (DESIGN.md §5.6).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from uuid import UUID, uuid5
+
+import httpx
+
+from domain.errors import TransientError
+from domain.model import AuthorizationAnswer
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Server errors, rate limiting, timeouts and refused credentials (which get rotated) may
+# pass: the command waits. Any other 4xx refuses this request for good.
+_TRANSIENT_STATUSES = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
+
+
+def idempotency_key(command_id: UUID, operation: str) -> str:
+    """The same command and operation always give the same key, on any worker."""
+    return str(uuid5(command_id, f"gateway:{operation}"))
+
+
+class PaymentGateway(Protocol):
+    """What the worker needs from a payment gateway."""
+
+    def authorize(
+        self,
+        *,
+        payment_id: str,
+        amount: int,
+        currency: str,
+        gateway_token: str,
+        idempotency_key: str,
+    ) -> AuthorizationAnswer: ...
+
+
+class GatewayProtocolError(TransientError):
+    """The gateway answered something this client does not understand.
+
+    Treated as an outage, not as poison: the command waits until the gateway behaves.
+    """
+
+
+class GatewayRefusedRequest(Exception):
+    """The gateway refused this request (a 4xx that retrying cannot change)."""
+
+
+class HttpGateway:
+    """The gateway over HTTP; ``http`` carries base URL, TLS, auth and timeouts."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    def authorize(
+        self,
+        *,
+        payment_id: str,
+        amount: int,
+        currency: str,
+        gateway_token: str,
+        idempotency_key: str,
+    ) -> AuthorizationAnswer:
+        try:
+            body = self._post(
+                "/v1/authorizations",
+                {
+                    "reference": payment_id,
+                    "amount": amount,
+                    "currency": currency,
+                    "token": gateway_token,
+                },
+                idempotency_key,
+            )
+        except GatewayRefusedRequest:
+            # e.g. a token the gateway does not know: a decline, not a reason to wait.
+            return AuthorizationAnswer(approved=False, decline_code="gateway_refused_request")
+        status = body.get("status")
+        authorization_id = body.get("id")
+        if status == "approved" and isinstance(authorization_id, str):
+            return AuthorizationAnswer(approved=True, authorization_id=authorization_id)
+        if status == "declined":
+            return AuthorizationAnswer(
+                approved=False, decline_code=str(body.get("declineCode") or "declined")
+            )
+        raise GatewayProtocolError(f"unexpected authorization status {status!r}")
+
+    def _post(self, path: str, payload: dict[str, object], key: str) -> dict[str, object]:
+        try:
+            response = self._http.post(path, json=payload, headers={IDEMPOTENCY_HEADER: key})
+        except httpx.TransportError as error:
+            raise TransientError(f"gateway unreachable: {type(error).__name__}") from None
+        if response.status_code in _TRANSIENT_STATUSES:
+            raise TransientError(f"gateway answered {response.status_code}")
+        if response.status_code >= 400:
+            raise GatewayRefusedRequest(f"gateway refused {path}: {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise GatewayProtocolError(f"gateway sent no JSON for {path}") from None
+        if not isinstance(answer, dict):
+            raise GatewayProtocolError(f"gateway sent no object for {path}")
+        return answer

@@ -1,0 +1,131 @@
+"""A sandbox payment gateway: real HTTP, deterministic answers, idempotency keys honoured.
+
+Behaviour by token, so tests and demos can choose an outcome:
+- a token containing ``decline``  → declined (``insufficient_funds``);
+- a token containing ``unavailable`` → 503 every time (a gateway outage);
+- anything else → approved.
+A repeated ``Idempotency-Key`` returns the first answer and creates nothing; the same key
+with a different body is refused (422), as real gateways do.
+``GET /v1/_sandbox/stats`` tells how many authorizations were created and replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class SandboxGateway:
+    """The gateway's state; thread-safe, in memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        self.authorizations: dict[str, dict[str, Any]] = {}
+        self.replays = 0
+        self.requests = 0
+        self.available = True
+
+    def handle(
+        self, method: str, path: str, key: str | None, body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests += 1
+            if path == "/v1/_sandbox/stats" and method == "GET":
+                return HTTPStatus.OK, self.stats()
+            if not self.available:
+                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "sandbox outage"}
+            if key is None:
+                return HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key header is required"}
+            fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).hexdigest()
+            if key in self._answers:
+                seen_fingerprint, status, answer = self._answers[key]
+                if seen_fingerprint != fingerprint:
+                    return HTTPStatus.UNPROCESSABLE_ENTITY, {
+                        "error": "key reused with another body"
+                    }
+                self.replays += 1
+                return status, answer
+            status, answer = self._route(method, path, json.loads(body or b"{}"))
+            if status < 500:
+                self._answers[key] = (fingerprint, status, answer)
+            return status, answer
+
+    def _route(self, method: str, path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if method == "POST" and path == "/v1/authorizations":
+            token = str(request.get("token", ""))
+            if "unavailable" in token:
+                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "issuer unavailable"}
+            authorization_id = f"auth_{uuid.uuid4().hex[:20]}"
+            if "decline" in token:
+                answer = {
+                    "id": authorization_id,
+                    "status": "declined",
+                    "declineCode": "insufficient_funds",
+                }
+            else:
+                answer = {"id": authorization_id, "status": "approved"}
+            self.authorizations[authorization_id] = {
+                "reference": request.get("reference"),
+                **answer,
+            }
+            return HTTPStatus.CREATED, answer
+        return HTTPStatus.NOT_FOUND, {"error": f"no route {method} {path}"}
+
+    def stats(self) -> dict[str, Any]:
+        return {"authorizations": len(self.authorizations), "replays": self.replays}
+
+
+def _handler(gateway: SandboxGateway) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, answer = gateway.handle(
+                self.command, self.path, self.headers.get("Idempotency-Key"), body
+            )
+            encoded = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+        do_GET = do_POST = do_DELETE = _serve  # noqa: N815 - http.server's naming
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # Requests carry customer data; the sandbox logs nothing about them.
+            return
+
+    return Handler
+
+
+class SandboxGatewayServer:
+    """The sandbox on a loopback port, in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.gateway = SandboxGateway()
+        self._server = ThreadingHTTPServer((host, port), _handler(self.gateway))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
+
+    def start(self) -> SandboxGatewayServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()

@@ -1,0 +1,410 @@
+"""The User Service client against a real HTTPS server on 127.0.0.1.
+
+The server is the standard library's ``http.server`` behind ``ssl``, with certificates made
+by ``trustme`` for each test module: real TLS handshakes, real client certificates, real
+tokens checked by the server. No Kafka or PostgreSQL is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from clients.http import (
+    ServiceUnavailable,
+    SignedJwtAuth,
+    build_http_client,
+)
+from clients.user_service import Profile, ProfileLookup
+from config.settings import HttpServiceSettings, ProfileCacheSettings
+from domain.errors import TransientError
+
+ADA = {"name": "Ada Lovelace", "email": "ada@example.test", "phone": "+44 20 7946 0000"}
+AUDIENCE = "user-service"
+CACHE = ProfileCacheSettings()
+
+# Whether a request's Authorization header is good enough for the server.
+Authorizer = Callable[[str | None], bool]
+
+
+@dataclass
+class Seen:
+    """What the server received: one entry per request that got past TLS."""
+
+    paths: list[str] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
+    client_certificates: list[dict[str, Any] | None] = field(default_factory=list)
+
+
+class _UserServiceServer(ThreadingHTTPServer):
+    seen: Seen
+    authorize: Authorizer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _UserServiceServer
+
+    def do_GET(self) -> None:
+        seen = self.server.seen
+        authorization = self.headers.get("Authorization")
+        seen.paths.append(self.path)
+        seen.authorizations.append(authorization)
+        peer = getattr(self.connection, "getpeercert", None)
+        seen.client_certificates.append(peer() if peer is not None else None)
+        if not self.server.authorize(authorization):
+            self._answer(401, {"error": "unauthorized"})
+        elif self.path == "/v1/users/user-1/profile":
+            self._answer(200, ADA)
+        else:
+            self._answer(404, {"error": "user_not_found"})
+
+    def _answer(self, status: int, body: dict[str, str]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def user_service(
+    tls: ssl.SSLContext | None, authorize: Authorizer = lambda _: True
+) -> Iterator[tuple[str, Seen]]:
+    """A User Service on an ephemeral port of 127.0.0.1; yields its base URL and what it saw."""
+    server = _UserServiceServer(("127.0.0.1", 0), _Handler)
+    server.seen = Seen()
+    server.authorize = authorize
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    scheme = "https" if tls is not None else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}", server.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def settings(base_url: str, **overrides: Any) -> HttpServiceSettings:
+    fields: dict[str, Any] = {"timeout_seconds": 1.0, "total_budget_seconds": 2.0, "retries": 0}
+    return HttpServiceSettings(base_url=base_url, **(fields | overrides))
+
+
+def lookup_for(service: HttpServiceSettings) -> ProfileLookup:
+    return ProfileLookup(build_http_client(service), service, CACHE)
+
+
+# --- TLS -----------------------------------------------------------------------------------
+
+
+def test_a_profile_is_fetched_over_tls_with_the_right_ca(
+    server_tls: ssl.SSLContext, ca_file: Path
+) -> None:
+    with user_service(server_tls) as (url, seen):
+        lookup = lookup_for(settings(url, ca_bundle=ca_file))
+        assert lookup.profile("user-1") == Profile("Ada Lovelace", "ada@example.test")
+        assert lookup.profile("user-2") is None
+    assert seen.paths == ["/v1/users/user-1/profile", "/v1/users/user-2/profile"]
+
+
+def test_a_server_signed_by_another_ca_is_refused_before_any_request(
+    server_tls: ssl.SSLContext, tmp_path: Path
+) -> None:
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    with user_service(server_tls) as (url, seen):
+        lookup = lookup_for(settings(url, ca_bundle=other_ca, retries=3))
+        with pytest.raises(ServiceUnavailable) as raised:
+            lookup.profile("user-1")
+    assert raised.value.reason == "tls_error"
+    assert seen.paths == []
+
+
+def test_mtls_a_client_without_a_certificate_is_refused_and_one_with_it_accepted(
+    ca: trustme.CA, ca_file: Path, tmp_path: Path
+) -> None:
+    client_ca = trustme.CA()
+    client = client_ca.issue_cert("payment-worker@example.test", common_name="payment-worker")
+    certificate, key = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(certificate))
+    client.private_key_pem.write_to_path(str(key))
+    requiring = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(requiring)
+    client_ca.configure_trust(requiring)
+    requiring.verify_mode = ssl.CERT_REQUIRED
+
+    with user_service(requiring) as (url, seen):
+        anonymous = lookup_for(settings(url, ca_bundle=ca_file))
+        with pytest.raises(TransientError):
+            anonymous.profile("user-1")
+        assert seen.paths == []
+
+        identified = lookup_for(
+            settings(url, ca_bundle=ca_file, client_certificate=certificate, client_key=key)
+        )
+        assert identified.profile("user-1") is not None
+    assert seen.paths == ["/v1/users/user-1/profile"]
+    presented = seen.client_certificates[0]
+    assert presented is not None
+    assert (("commonName", "payment-worker"),) in presented["subject"]
+
+
+# --- Credentials ---------------------------------------------------------------------------
+
+
+def test_the_bearer_token_comes_from_a_file_and_a_rotated_file_is_picked_up(
+    server_tls: ssl.SSLContext, ca_file: Path, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("token-one\n")
+    valid = {"Bearer token-one"}
+    with user_service(server_tls, authorize=lambda header: header in valid) as (url, seen):
+        lookup = lookup_for(settings(url, ca_bundle=ca_file, bearer_token_file=token_file))
+        assert lookup.profile("user-1") is not None
+
+        # Rotation: the service accepts only the new token, the file is replaced.
+        valid.clear()
+        valid.add("Bearer token-two-rotated")
+        token_file.write_text("token-two-rotated\n")
+        stat = token_file.stat()
+        os.utime(token_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        lookup.forget("user-1")
+        assert lookup.profile("user-1") is not None
+    assert seen.authorizations == ["Bearer token-one", "Bearer token-two-rotated"]
+
+
+def test_a_refused_token_is_a_transient_error(
+    server_tls: ssl.SSLContext, ca_file: Path, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("revoked")
+    with user_service(server_tls, authorize=lambda _: False) as (url, _seen):
+        lookup = lookup_for(settings(url, ca_bundle=ca_file, bearer_token_file=token_file))
+        with pytest.raises(TransientError, match="http_401"):
+            lookup.profile("user-1")
+
+
+def test_a_missing_token_file_is_refused_when_the_client_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bearer_token_file"):
+        build_http_client(settings("https://127.0.0.1:1", bearer_token_file=tmp_path / "none"))
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def verifier(key: rsa.RSAPrivateKey, audience: str) -> Authorizer:
+    """The server side: a valid RS256 JWT from the worker, for this audience."""
+
+    def authorize(header: str | None) -> bool:
+        if header is None or not header.startswith("Bearer "):
+            return False
+        try:
+            jwt.decode(
+                header.removeprefix("Bearer "),
+                key.public_key(),
+                algorithms=["RS256"],
+                audience=audience,
+                issuer="payment-worker",
+                options={"require": ["exp", "iat", "aud", "iss"]},
+            )
+        except jwt.PyJWTError:
+            return False
+        return True
+
+    return authorize
+
+
+def test_a_jwt_signed_by_the_worker_verifies_at_the_server(
+    server_tls: ssl.SSLContext, ca_file: Path, tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    key_file = tmp_path / "signing.pem"
+    key_file.write_bytes(pem(rsa_key))
+    with user_service(server_tls, authorize=verifier(rsa_key, AUDIENCE)) as (url, seen):
+        service = settings(
+            url, ca_bundle=ca_file, jwt_signing_key_file=key_file, jwt_audience=AUDIENCE
+        )
+        assert lookup_for(service).profile("user-1") is not None
+
+        elsewhere = service.model_copy(update={"jwt_audience": "another-service"})
+        with pytest.raises(TransientError, match="http_401"):
+            lookup_for(elsewhere).profile("user-1")
+    token = seen.authorizations[0]
+    assert token is not None
+    claims = jwt.decode(token.removeprefix("Bearer "), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == service.jwt_ttl_seconds
+
+
+def issued_at(token: str, key: rsa.RSAPrivateKey) -> int:
+    """``iat`` of a token signed by ``key`` (verified), whatever the real time is."""
+    claims = jwt.decode(
+        token,
+        key.public_key(),
+        algorithms=["RS256"],
+        audience=AUDIENCE,
+        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+    return int(claims["iat"])
+
+
+def test_the_jwt_is_reused_then_re_signed_before_expiry_and_after_key_rotation(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    key_file = tmp_path / "signing.pem"
+    key_file.write_bytes(pem(rsa_key))
+    now = [1_800_000_000.0]
+    auth = SignedJwtAuth(
+        key_file,
+        algorithm="RS256",
+        audience=AUDIENCE,
+        issuer="payment-worker",
+        ttl_seconds=300,
+        clock=lambda: now[0],
+    )
+    first = auth.token()
+    now[0] += 200
+    assert auth.token() == first
+    now[0] += 50  # within a minute of expiry
+    second = auth.token()
+    assert issued_at(second, rsa_key) == issued_at(first, rsa_key) + 250
+
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file.write_bytes(pem(new_key))
+    stat = key_file.stat()
+    os.utime(key_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    rotated = auth.token()
+    assert rotated != second
+    assert issued_at(rotated, new_key) == issued_at(second, rsa_key)
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "HS256"])
+def test_the_other_algorithms_sign_too(tmp_path: Path, algorithm: str) -> None:
+    key_file = tmp_path / "signing.key"
+    if algorithm == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+        key_file.write_bytes(
+            private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        verifying: Any = private.public_key()
+    else:
+        key_file.write_text("a-shared-secret-of-at-least-32-bytes!\n")
+        verifying = b"a-shared-secret-of-at-least-32-bytes!"
+    auth = SignedJwtAuth(
+        key_file, algorithm=algorithm, audience=AUDIENCE, issuer="payment-worker", ttl_seconds=60
+    )
+    claims = jwt.decode(auth.token(), verifying, algorithms=[algorithm], audience=AUDIENCE)
+    assert claims["iss"] == "payment-worker"
+
+
+def test_a_key_that_does_not_fit_the_algorithm_is_refused_when_the_client_is_built(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "signing.key"
+    key_file.write_text("not a PEM key")
+    service = settings("https://127.0.0.1:1", jwt_signing_key_file=key_file, jwt_audience=AUDIENCE)
+    with pytest.raises(ValueError, match="jwt_signing_key_file") as raised:
+        build_http_client(service)
+    assert "not a PEM key" not in str(raised.value)
+
+
+def test_a_missing_ca_bundle_is_refused_when_the_client_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ca_bundle"):
+        build_http_client(settings("https://127.0.0.1:1", ca_bundle=tmp_path / "missing.pem"))
+
+
+# --- Plain HTTP ----------------------------------------------------------------------------
+
+
+def test_plain_http_to_loopback_is_refused_unless_allowed() -> None:
+    with user_service(None) as (url, seen):
+        with pytest.raises(ValueError, match="allow_plain_http_on_loopback"):
+            build_http_client(settings(url))
+        assert seen.paths == []
+
+        lookup = lookup_for(settings(url, allow_plain_http_on_loopback=True))
+        assert lookup.profile("user-1") is not None
+    assert seen.paths == ["/v1/users/user-1/profile"]
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://localhost:8080", "http://127.8.9.10", "http://[::1]:8080"]
+)
+def test_every_loopback_address_may_be_allowed(base_url: str) -> None:
+    build_http_client(settings(base_url, allow_plain_http_on_loopback=True)).close()
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://user-service.internal",
+        "http://10.0.0.7:8080",
+        "http://192.168.1.20",
+        "http://localhost.example.test",
+        "http://[::2]",
+    ],
+)
+def test_plain_http_elsewhere_is_always_refused(base_url: str) -> None:
+    # Refused while building: no client exists, so no request can be sent.
+    with pytest.raises(ValueError, match="refusing plain http://"):
+        build_http_client(settings(base_url, allow_plain_http_on_loopback=True))
+
+
+@pytest.mark.parametrize(
+    "base_url", ["ftp://127.0.0.1", "https://user:secret@user-service.internal", "https://"]
+)
+def test_other_unsafe_base_urls_are_refused(base_url: str) -> None:
+    with pytest.raises(ValueError, match="base_url") as raised:
+        build_http_client(settings(base_url))
+    assert "secret" not in str(raised.value)
