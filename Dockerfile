@@ -23,6 +23,8 @@ COPY schemas ./schemas
 COPY domain ./domain
 COPY state ./state
 COPY pipelines ./pipelines
+COPY clients ./clients
+COPY sandbox ./sandbox
 RUN /opt/venv/bin/pip install --upgrade pip \
  && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl

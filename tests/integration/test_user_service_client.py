@@ -402,7 +402,13 @@ def test_plain_http_elsewhere_is_always_refused(base_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "base_url", ["ftp://127.0.0.1", "https://user:secret@user-service.internal", "https://"]
+    "base_url",
+    [
+        "ftp://127.0.0.1",
+        "https://user:secret@user-service.internal",
+        "https://:secret@",
+        "https://",
+    ],
 )
 def test_other_unsafe_base_urls_are_refused(base_url: str) -> None:
     with pytest.raises(ValueError, match="base_url") as raised:

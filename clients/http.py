@@ -1,0 +1,534 @@
+"""Outbound HTTP for every service client: a secure client, credentials, retries, a breaker.
+
+The User Service and the payment gateway need the same guarantees (DESIGN.md §5.5, §7):
+TLS unless the peer is this machine and a developer said so; credentials read from mounted
+files so rotation needs no restart; a time budget per call from settings; transient failures
+retried with jittered back-off; and a circuit breaker, so a failing service is left alone for
+a while instead of being hammered by every waiting command. Each client then only says what
+its answers mean.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Generator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import tenacity
+
+from config.settings import HttpServiceSettings
+from domain.errors import TransientError
+from pipelines.metrics import CIRCUIT_BREAKER_STATE, HTTP_ATTEMPTS, HTTP_CALL_SECONDS
+
+_log = logging.getLogger(__name__)
+
+# Statuses that say "not now" rather than "no": retried within the budget, and counted as
+# failures by the circuit breaker.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Full-jitter exponential back-off between attempts: up to 0.1 s, 0.2 s, 0.4 s... at most
+# 2 s, so a fleet of workers does not retry in lock-step.
+BACKOFF_FIRST_SECONDS = 0.1
+BACKOFF_MAX_SECONDS = 2.0
+# An attempt with less time than this left in the budget would only time out.
+_MIN_ATTEMPT_SECONDS = 0.05
+
+
+class ServiceUnavailable(TransientError):
+    """The service gave no usable answer now; the command waits and is retried.
+
+    ``reason`` is a short fixed code (``timeout``, ``http_503``, ``circuit_open``...) that is
+    safe in a log line: it never holds a URL, a body or a credential.
+    """
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(f"{service} unavailable: {reason}")
+        self.service = service
+        self.reason = reason
+
+
+class CircuitOpen(ServiceUnavailable):
+    """The circuit breaker refused the call without sending it."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service, "circuit_open")
+
+
+class CredentialsUnavailable(TransientError):
+    """A credential file cannot be read or used; it may be in the middle of a rotation."""
+
+
+# --- Building the client -------------------------------------------------------------------
+
+
+def quiet_http_library_logs() -> None:
+    """Keep httpx and httpcore below WARNING: at INFO httpx logs every request's URL, and
+    the User Service URL holds a user id, which must never reach a log line."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def build_http_client(service: HttpServiceSettings) -> httpx.Client:
+    """An ``httpx.Client`` for one service, or a ``ValueError`` naming what is wrong.
+
+    Everything that can be checked is checked here, at start-up, rather than on the first
+    command that needs the service: the URL scheme, the TLS files and the credentials.
+    """
+    quiet_http_library_logs()
+    return httpx.Client(
+        base_url=checked_base_url(service),
+        timeout=httpx.Timeout(service.timeout_seconds),
+        verify=tls_context(service),
+        auth=build_auth(service),
+        follow_redirects=False,
+        # Settings are read once (DESIGN.md §7): no proxy, CA bundle or .netrc from the
+        # environment may change where requests go or whom they trust.
+        trust_env=False,
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1: traffic that never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def checked_base_url(service: HttpServiceSettings) -> httpx.URL:
+    """The base URL, refused unless personal data and credentials would travel encrypted."""
+    url = httpx.URL(service.base_url)
+    if url.userinfo:
+        raise ValueError("base_url must not carry credentials; use a token or key file")
+    if not url.host:
+        raise ValueError(f"base_url needs a host, e.g. https://user-service.internal (got {url})")
+    if url.scheme == "https":
+        return url
+    if url.scheme != "http":
+        raise ValueError(f"base_url must be https:// (got {url.scheme}://)")
+    if not is_loopback_host(url.host):
+        raise ValueError(
+            f"refusing plain http:// to {url.host}: personal data and credentials would cross "
+            "the network unencrypted; use https://"
+        )
+    if not service.allow_plain_http_on_loopback:
+        raise ValueError(
+            f"plain http:// to {url.host} needs allow_plain_http_on_loopback=true "
+            "(local development only)"
+        )
+    return url
+
+
+def tls_context(service: HttpServiceSettings) -> ssl.SSLContext:
+    """Trust ``ca_bundle`` only, else the system's CAs; present a client certificate if set.
+
+    httpx on its own would trust certifi's bundle rather than the system's, which is not
+    what an operator who installed a corporate CA expects.
+    """
+    try:
+        if service.ca_bundle is not None:
+            context = ssl.create_default_context(cafile=str(service.ca_bundle))
+        else:
+            context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if service.client_certificate is not None and service.client_key is not None:
+            context.load_cert_chain(
+                certfile=str(service.client_certificate), keyfile=str(service.client_key)
+            )
+    except (OSError, ssl.SSLError) as error:
+        # The error names the file; the URL is left out (it is checked separately).
+        raise ValueError(
+            f"cannot load ca_bundle, client_certificate or client_key: {error}"
+        ) from None
+    return context
+
+
+# --- Credentials ---------------------------------------------------------------------------
+
+
+def build_auth(service: HttpServiceSettings) -> httpx.Auth | None:
+    """The configured service-to-service credentials, checked once now (``ValueError``)."""
+    if service.bearer_token_file is not None:
+        return BearerTokenFileAuth(service.bearer_token_file)
+    if service.jwt_signing_key_file is not None:
+        if service.jwt_audience is None:  # also refused by HttpServiceSettings
+            raise ValueError("jwt_audience is required when the worker signs tokens")
+        return SignedJwtAuth(
+            service.jwt_signing_key_file,
+            algorithm=service.jwt_algorithm,
+            audience=service.jwt_audience,
+            issuer=service.jwt_issuer,
+            ttl_seconds=service.jwt_ttl_seconds,
+        )
+    return None
+
+
+def _file_version(path: Path) -> tuple[int, int, int]:
+    """Changes when the file is rewritten or replaced (a Kubernetes secret swaps a symlink)."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise CredentialsUnavailable(f"cannot read {path}: {error.strerror}") from None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as error:
+        raise CredentialsUnavailable(f"cannot read {path}: {error.strerror}") from None
+    if not secret:
+        raise CredentialsUnavailable(f"{path} is empty")
+    return secret
+
+
+class BearerTokenFileAuth(httpx.Auth):
+    """``Authorization: Bearer <the file's content>``, re-read whenever the file changes.
+
+    The file is stat'ed on every request (cheap) and read only when its inode, mtime or
+    size changed, so a rotated token is used from the next request on, without a restart.
+    The token is never logged and appears in no error message.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._version: tuple[int, int, int] | None = None
+        self._token = ""
+        try:
+            self.token()
+        except CredentialsUnavailable as error:
+            raise ValueError(f"bearer_token_file: {error}") from None
+
+    def token(self) -> str:
+        version = _file_version(self._path)
+        with self._lock:
+            if version != self._version:
+                raw = _read_secret(self._path)
+                try:
+                    token = raw.decode("ascii")
+                except UnicodeDecodeError:
+                    raise CredentialsUnavailable(f"{self._path} is not an ASCII token") from None
+                if not token.isprintable() or " " in token:
+                    raise CredentialsUnavailable(f"{self._path} holds more than one token")
+                self._token, self._version = token, version
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        yield request
+
+
+class SignedJwtAuth(httpx.Auth):
+    """A short-lived JWT signed by the worker: ``Authorization: Bearer <jwt>``.
+
+    One token is reused until shortly before it expires, so signing costs nothing per
+    request; a changed key file is read and used at once (key rotation without a restart).
+    ``clock`` is wall-clock time, because ``iat`` and ``exp`` are absolute.
+    """
+
+    def __init__(
+        self,
+        key_file: Path,
+        *,
+        algorithm: str,
+        audience: str,
+        issuer: str,
+        ttl_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key_file = key_file
+        self._algorithm = algorithm
+        self._audience = audience
+        self._issuer = issuer
+        self._ttl = ttl_seconds
+        # Re-sign this long before expiry, so a token never expires in flight or through a
+        # little clock skew at the service.
+        self._refresh_margin = min(60.0, ttl_seconds / 5)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._key_version: tuple[int, int, int] | None = None
+        self._key = b""
+        self._token = ""
+        self._expires_at = 0.0
+        try:
+            self.token()
+        except CredentialsUnavailable as error:
+            raise ValueError(f"jwt_signing_key_file: {error}") from None
+
+    def token(self) -> str:
+        version = _file_version(self._key_file)
+        now = self._clock()
+        with self._lock:
+            if version != self._key_version:
+                self._key = _read_secret(self._key_file)
+                self._key_version = version
+                self._expires_at = 0.0
+            if now >= self._expires_at - self._refresh_margin:
+                self._token = self._sign(int(now))
+                self._expires_at = float(int(now) + self._ttl)
+            return self._token
+
+    def _sign(self, now: int) -> str:
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "sub": self._issuer,
+            "aud": self._audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        try:
+            return jwt.encode(claims, self._key, algorithm=self._algorithm)
+        except (ValueError, TypeError, jwt.PyJWTError) as error:
+            # The message of a key-parsing error could quote the key: name its type only.
+            raise CredentialsUnavailable(
+                f"cannot sign {self._algorithm} with {self._key_file}: {type(error).__name__}"
+            ) from None
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        yield request
+
+
+# --- Circuit breaker -----------------------------------------------------------------------
+
+
+class CircuitState(enum.IntEnum):
+    """The values of ``payment_worker_circuit_breaker_state``."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Stops calling a failing service for a while, then lets one trial call through.
+
+    After ``failure_threshold`` consecutive failures it opens: calls are refused at once
+    (``CircuitOpen``) for ``reset_seconds``. Then the next call is a trial (half-open);
+    others are still refused. The trial's success closes the circuit, its failure opens it
+    again for another ``reset_seconds``.
+
+    A small class rather than pybreaker: pybreaker holds one lock for the whole wrapped
+    call, so concurrent calls through one breaker would run one at a time, and it times the
+    open state with the wall clock, which jumps and cannot be replaced in a test. Here the
+    lock only guards state changes, and the clock is monotonic and injectable.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        failure_threshold: int,
+        reset_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self._threshold = failure_threshold
+        self._reset_seconds = reset_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = CircuitState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._gauge = CIRCUIT_BREAKER_STATE.labels(service=service)
+        self._gauge.set(CircuitState.CLOSED)
+
+    @property
+    def state(self) -> CircuitState:
+        return self._state
+
+    def allow(self) -> None:
+        """Return if a call may go out now; raise ``CircuitOpen`` if not."""
+        with self._lock:
+            if self._state is CircuitState.CLOSED:
+                return
+            if (
+                self._state is CircuitState.OPEN
+                and self._clock() - self._opened_at >= self._reset_seconds
+            ):
+                self._become(CircuitState.HALF_OPEN)
+                return  # this caller makes the one trial call
+        raise CircuitOpen(self.service)
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            if self._state is not CircuitState.CLOSED:
+                self._become(CircuitState.CLOSED)
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._state is CircuitState.HALF_OPEN or (
+                self._state is CircuitState.CLOSED and self._failures >= self._threshold
+            ):
+                self._opened_at = self._clock()
+                self._become(CircuitState.OPEN)
+
+    def _become(self, state: CircuitState) -> None:
+        self._state = state
+        self._gauge.set(state)
+        if state is CircuitState.OPEN:
+            _log.warning(
+                "circuit opened: calls to %s refused for %.0f s",
+                self.service,
+                self._reset_seconds,
+                extra={"service": self.service, "consecutive_failures": self._failures},
+            )
+        elif state is CircuitState.CLOSED:
+            _log.info("circuit closed: calls to %s resumed", self.service)
+
+
+# --- Retries within a budget ---------------------------------------------------------------
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed; ``retryable`` says whether another attempt may do better."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+def _caused_by_tls(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _transport_reason(error: httpx.TransportError) -> str:
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout"
+    if _caused_by_tls(error):
+        return "tls_error"
+    if isinstance(error, httpx.ConnectError):
+        return "connect_error"
+    return "transport_error"
+
+
+class ResilientHttp:
+    """Calls one service: every attempt through its circuit breaker, transient failures
+    retried with jittered exponential back-off, all within ``total_budget_seconds``.
+
+    At most ``retries + 1`` attempts; an attempt starts only if the budget has time for
+    it, and its timeout is cut to what is left, so a call never outlives its budget by more
+    than one socket operation. Only for idempotent requests (a GET, or a POST with an
+    idempotency key): a timed-out attempt may have taken effect. ``clock`` and ``sleep``
+    are injectable so tests count attempts without waiting.
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        service: HttpServiceSettings,
+        *,
+        name: str,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        quiet_http_library_logs()
+        self.client = client
+        self.name = name
+        self.breaker = CircuitBreaker(
+            name,
+            failure_threshold=service.circuit_failure_threshold,
+            reset_seconds=service.circuit_reset_seconds,
+            clock=clock,
+        )
+        self._max_attempts = service.retries + 1
+        self._budget = service.total_budget_seconds
+        self._attempt_timeout = service.timeout_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._duration = HTTP_CALL_SECONDS.labels(service=name)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        retry_statuses: Collection[int] = RETRYABLE_STATUSES,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """The first answer whose status is not in ``retry_statuses``, whatever it is.
+
+        Raises ``ServiceUnavailable`` (a ``TransientError``) when no such answer came within
+        the attempts and the budget, or at once when the circuit is open or TLS failed.
+        """
+        started = self._clock()
+
+        def out_of_attempts_or_time(state: tenacity.RetryCallState) -> bool:
+            if state.attempt_number >= self._max_attempts:
+                return True
+            elapsed = self._clock() - started
+            return self._budget - elapsed - state.upcoming_sleep < _MIN_ATTEMPT_SECONDS
+
+        retrying = tenacity.Retrying(
+            stop=out_of_attempts_or_time,
+            wait=tenacity.wait_random_exponential(
+                multiplier=BACKOFF_FIRST_SECONDS, max=BACKOFF_MAX_SECONDS
+            ),
+            retry=tenacity.retry_if_exception(
+                lambda error: isinstance(error, _AttemptFailed) and error.retryable
+            ),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, method, url, started, retry_statuses, kwargs)
+        except _AttemptFailed as failure:
+            raise ServiceUnavailable(self.name, failure.reason) from failure.__cause__
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        started: float,
+        retry_statuses: Collection[int],
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        self.breaker.allow()
+        remaining = self._budget - (self._clock() - started)
+        timeout = max(min(self._attempt_timeout, remaining), _MIN_ATTEMPT_SECONDS)
+        began = time.perf_counter()
+        try:
+            response = self.client.request(method, url, timeout=timeout, **kwargs)
+        except httpx.TransportError as error:
+            self._duration.observe(time.perf_counter() - began)
+            reason = _transport_reason(error)
+            HTTP_ATTEMPTS.labels(service=self.name, outcome=reason).inc()
+            self.breaker.record_failure()
+            # A certificate problem does not pass within seconds; another attempt won't help.
+            raise _AttemptFailed(reason, retryable=reason != "tls_error") from error
+        except CredentialsUnavailable as error:
+            self.breaker.record_failure()
+            raise _AttemptFailed("credentials_unavailable", retryable=False) from error
+        except BaseException:
+            self.breaker.record_failure()  # never leave a half-open trial unresolved
+            raise
+        self._duration.observe(time.perf_counter() - began)
+        HTTP_ATTEMPTS.labels(service=self.name, outcome=f"{response.status_code // 100}xx").inc()
+        if response.status_code in retry_statuses:
+            self.breaker.record_failure()
+            raise _AttemptFailed(f"http_{response.status_code}", retryable=True)
+        self.breaker.record_success()
+        return response
