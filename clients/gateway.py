@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 from uuid import UUID, uuid5
 
-import httpx
-
+from clients.http import ResilientHttp
 from domain.errors import TransientError
 from domain.model import AuthorizationAnswer
 
@@ -52,9 +51,9 @@ class GatewayRefusedRequest(Exception):
 
 
 class HttpGateway:
-    """The gateway over HTTP; ``http`` carries base URL, TLS, auth and timeouts."""
+    """The gateway over HTTP; ``http`` brings TLS, auth, retries and the circuit breaker."""
 
-    def __init__(self, http: httpx.Client) -> None:
+    def __init__(self, http: ResilientHttp) -> None:
         self._http = http
 
     def authorize(
@@ -91,10 +90,8 @@ class HttpGateway:
         raise GatewayProtocolError(f"unexpected authorization status {status!r}")
 
     def _post(self, path: str, payload: dict[str, object], key: str) -> dict[str, object]:
-        try:
-            response = self._http.post(path, json=payload, headers={IDEMPOTENCY_HEADER: key})
-        except httpx.TransportError as error:
-            raise TransientError(f"gateway unreachable: {type(error).__name__}") from None
+        # Retried with the same key on timeouts and 5xx: the gateway dedups repeats.
+        response = self._http.request("POST", path, json=payload, headers={IDEMPOTENCY_HEADER: key})
         if response.status_code in _TRANSIENT_STATUSES:
             raise TransientError(f"gateway answered {response.status_code}")
         if response.status_code >= 400:

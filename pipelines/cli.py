@@ -25,7 +25,7 @@ from pipelines.dead_letter_tools import DeadLetterFilter, describe, read_dead_le
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.topics import create_topics
 from pipelines.version import worker_version
-from pipelines.wiring import build_worker
+from pipelines.wiring import build_dependencies, build_worker
 from sandbox.gateway_server import SandboxGatewayServer
 from schemas.contracts import write_contracts
 from state.database import (
@@ -81,11 +81,12 @@ def _run_until_stopped(settings: Settings) -> None:
     database or gateway outage delays commands; it never drops, reorders or
     dead-letters them.
     """
+    dependencies = build_dependencies(settings)
     delay = RESTART_DELAY_SECONDS
     while True:
         started = time.monotonic()
         try:
-            build_worker(settings).run()
+            build_worker(settings, dependencies).run()
             return
         except TransientError as error:
             if time.monotonic() - started > RESTART_RESET_AFTER_SECONDS:

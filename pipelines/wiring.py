@@ -5,13 +5,16 @@ Nothing is built at import time; the CLI calls these functions once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
+from sqlalchemy import Engine
 
-from clients.gateway import HttpGateway
+from clients.gateway import HttpGateway, PaymentGateway
+from clients.http import ResilientHttp, build_http_client
+from clients.user_service import ProfileLookup
 from config.kafka import connection_config
 from config.settings import Settings
 from pipelines.command_pipeline import build_command_pipeline
@@ -37,7 +40,28 @@ def _producer_config(settings: Settings) -> dict[str, str]:
     return config
 
 
-def build_worker(settings: Settings) -> Application:
+@dataclass(frozen=True)
+class Dependencies:
+    """Clients that outlive a pipeline restart (their circuit breakers and caches too)."""
+
+    engine: Engine
+    gateway: PaymentGateway
+    profiles: ProfileLookup
+
+
+def build_dependencies(settings: Settings) -> Dependencies:
+    return Dependencies(
+        engine=create_database_engine(settings),
+        gateway=HttpGateway(
+            ResilientHttp(build_http_client(settings.gateway), settings.gateway, name="gateway")
+        ),
+        profiles=ProfileLookup(
+            build_http_client(settings.user_service), settings.user_service, settings.profile_cache
+        ),
+    )
+
+
+def build_worker(settings: Settings, dependencies: Dependencies) -> Application:
     """The command worker: a quixstreams application, exactly-once, wired to Postgres."""
     app = Application(
         # quixstreams accepts only connection properties here; any other librdkafka
@@ -59,16 +83,10 @@ def build_worker(settings: Settings) -> Application:
         loglevel=None,
         producer_extra_config=_producer_config(settings),
     )
-    store = CommandStore(create_database_engine(settings))
-    gateway = HttpGateway(
-        httpx.Client(
-            base_url=settings.gateway.base_url,
-            timeout=settings.gateway.timeout_seconds,
-        )
-    )
+    store = CommandStore(dependencies.engine)
     processor = CommandProcessor(
         store,
-        gateway,
+        dependencies.gateway,
         clock=utc_now,
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),

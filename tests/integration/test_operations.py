@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
-from pipelines.wiring import build_worker
+from pipelines.wiring import build_dependencies, build_worker
 from tests.factories import add_payment_method, encode
 from tests.integration.stack import (
     REPOSITORY,
@@ -136,7 +136,7 @@ def test_worker_builds_with_non_connection_librdkafka_properties(settings: Setti
     # quixstreams' connection config refuses producer/consumer tuning properties; the
     # wiring must route them to the clients instead of failing at start-up.
     tuned = settings.model_copy(update={"kafka_extra_config": {"linger.ms": "5", "client.id": "w"}})
-    app = build_worker(tuned)
+    app = build_worker(tuned, build_dependencies(tuned))
     assert app.config.producer_extra_config["linger.ms"] == "5"
     assert app.config.consumer_extra_config["client.id"] == "w"
     assert app.config.processing_guarantee == "exactly-once"
