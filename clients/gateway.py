@@ -8,6 +8,7 @@ creates nothing new (DESIGN.md §5.6).
 from __future__ import annotations
 
 from typing import Protocol
+from urllib.parse import quote
 from uuid import UUID, uuid5
 
 from clients.http import ResilientHttp
@@ -28,6 +29,18 @@ def idempotency_key(command_id: UUID, operation: str) -> str:
 class PaymentGateway(Protocol):
     """What the worker needs from a payment gateway."""
 
+    def create_customer(self, *, name: str, email: str, idempotency_key: str) -> str: ...
+
+    def attach_payment_method(
+        self, *, customer_id: str, gateway_token: str, idempotency_key: str
+    ) -> None: ...
+
+    def detach_payment_method(
+        self, *, customer_id: str, gateway_token: str, idempotency_key: str
+    ) -> None: ...
+
+    def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None: ...
+
     def authorize(
         self,
         *,
@@ -36,6 +49,8 @@ class PaymentGateway(Protocol):
         currency: str,
         gateway_token: str,
         idempotency_key: str,
+        customer_id: str | None = None,
+        email: str | None = None,
     ) -> AuthorizationAnswer: ...
 
 
@@ -56,6 +71,34 @@ class HttpGateway:
     def __init__(self, http: ResilientHttp) -> None:
         self._http = http
 
+    def create_customer(self, *, name: str, email: str, idempotency_key: str) -> str:
+        body = self._post("/v1/customers", {"name": name, "email": email}, idempotency_key)
+        customer_id = body.get("id")
+        if not isinstance(customer_id, str):
+            raise GatewayProtocolError("customer created without an id")
+        return customer_id
+
+    def attach_payment_method(
+        self, *, customer_id: str, gateway_token: str, idempotency_key: str
+    ) -> None:
+        self._post(
+            f"/v1/customers/{quote(customer_id, safe='')}/payment-methods",
+            {"token": gateway_token},
+            idempotency_key,
+        )
+
+    def detach_payment_method(
+        self, *, customer_id: str, gateway_token: str, idempotency_key: str
+    ) -> None:
+        self._post(
+            f"/v1/customers/{quote(customer_id, safe='')}/payment-methods/detach",
+            {"token": gateway_token},
+            idempotency_key,
+        )
+
+    def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None:
+        self._post(f"/v1/customers/{quote(customer_id, safe='')}/delete", {}, idempotency_key)
+
     def authorize(
         self,
         *,
@@ -64,7 +107,10 @@ class HttpGateway:
         currency: str,
         gateway_token: str,
         idempotency_key: str,
+        customer_id: str | None = None,
+        email: str | None = None,
     ) -> AuthorizationAnswer:
+        fraud_data = {"email": email} if email else {}
         try:
             body = self._post(
                 "/v1/authorizations",
@@ -73,6 +119,8 @@ class HttpGateway:
                     "amount": amount,
                     "currency": currency,
                     "token": gateway_token,
+                    "customer": customer_id,
+                    **fraud_data,
                 },
                 idempotency_key,
             )

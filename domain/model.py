@@ -70,6 +70,8 @@ class StreamState:
     taken_payment_method_ids: frozenset[str] = frozenset()
     # The payments this command names, whoever they belong to (looked up by id).
     payments: tuple[Payment, ...] = ()
+    # The gateway's customer record of this user (no personal data: an opaque id).
+    gateway_customer_id: str | None = None
 
     def payment(self, payment_id: str) -> Payment | None:
         return next((p for p in self.payments if p.payment_id == payment_id), None)
@@ -84,6 +86,13 @@ class StreamState:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerReference:
+    """A change of the user's gateway customer id; ``None`` drops it (erasure)."""
+
+    customer_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What one command does: the result, its events, and the rows that change."""
 
@@ -92,3 +101,5 @@ class Decision:
     changed_methods: tuple[PaymentMethod, ...] = field(default=())
     changed_payments: tuple[Payment, ...] = field(default=())
     last_sequence: int = 0
+    # None: unchanged.
+    customer_reference: CustomerReference | None = None

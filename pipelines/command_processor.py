@@ -15,19 +15,14 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from clients.gateway import PaymentGateway, idempotency_key
-from domain.decisions import decide, payment_instrument, settle_authorization
+from domain.decisions import decide
 from domain.errors import InvalidMessage
-from domain.model import Decision, Payment, PaymentMethod, StreamState
+from domain.model import Decision, StreamState
 from pipelines import metrics
 from pipelines.dead_letters import dead_letter
+from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
-from schemas.commands import (
-    Command,
-    InitiatePayment,
-    named_payment_ids,
-    named_payment_method_ids,
-)
+from schemas.commands import Command, named_payment_ids, named_payment_method_ids
 from schemas.decoding import decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import ProcessedCommand
@@ -44,14 +39,7 @@ class DecisionStore(Protocol):
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
     ) -> StreamState: ...
 
-    def record(
-        self,
-        processed: ProcessedCommand,
-        key: str,
-        last_sequence: int,
-        changed_methods: Iterable[PaymentMethod],
-        changed_payments: Iterable[Payment],
-    ) -> None: ...
+    def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None: ...
 
 
 def canonical_sha256(command: Command) -> bytes:
@@ -73,14 +61,14 @@ class CommandProcessor:
     def __init__(
         self,
         store: DecisionStore,
-        gateway: PaymentGateway,
+        effects: GatewayEffects,
         *,
         clock: Callable[[], datetime],
         consumer_group: str,
         worker_version: str,
     ) -> None:
         self._store = store
-        self._gateway = gateway
+        self._effects = effects
         self._clock = clock
         self._consumer_group = consumer_group
         self._worker_version = worker_version
@@ -101,24 +89,8 @@ class CommandProcessor:
             key, named_payment_method_ids(command), named_payment_ids(command)
         )
         now = self._clock()
-        decision = decide(command, state, now)
-        if isinstance(command, InitiatePayment) and decision.result.status == "accepted":
-            decision = self._authorize(command, state, decision, now)
+        decision = self._effects.apply(command, state, decide(command, state, now), now)
         return self._publish(message, command, key, digest, decision)
-
-    def _authorize(
-        self, command: InitiatePayment, state: StreamState, decision: Decision, now: datetime
-    ) -> Decision:
-        """Ask the gateway; a repeat of this call (a replayed batch) gets the same answer."""
-        payload = command.payload
-        answer = self._gateway.authorize(
-            payment_id=payload.payment_id,
-            amount=payload.amount,
-            currency=payload.currency,
-            gateway_token=payment_instrument(command, state),
-            idempotency_key=idempotency_key(command.command_id, "authorize"),
-        )
-        return settle_authorization(command, decision, answer, now)
 
     def _publish(
         self,
@@ -144,10 +116,8 @@ class CommandProcessor:
                 event_values=event_values,
                 processed_at=self._clock(),
             ),
-            key=key,
-            last_sequence=decision.last_sequence,
-            changed_methods=decision.changed_methods,
-            changed_payments=decision.changed_payments,
+            key,
+            decision,
         )
         metrics.COMMANDS.labels(command.type, decision.result.status).inc()
         logger.debug(

@@ -19,6 +19,7 @@ from config.kafka import connection_config
 from config.settings import Settings
 from pipelines.command_pipeline import build_command_pipeline
 from pipelines.command_processor import CommandProcessor
+from pipelines.gateway_effects import GatewayEffects
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.version import worker_version
 from state.command_store import CommandStore
@@ -86,7 +87,7 @@ def build_worker(settings: Settings, dependencies: Dependencies) -> Application:
     store = CommandStore(dependencies.engine)
     processor = CommandProcessor(
         store,
-        dependencies.gateway,
+        GatewayEffects(dependencies.gateway, dependencies.profiles),
         clock=utc_now,
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),

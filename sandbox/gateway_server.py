@@ -27,6 +27,9 @@ class SandboxGateway:
         self._lock = threading.Lock()
         self._answers: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self.authorizations: dict[str, dict[str, Any]] = {}
+        # Customer id -> attached tokens. Names and emails are checked, never kept.
+        self.customers: dict[str, set[str]] = {}
+        self.deleted_customers = 0
         self.replays = 0
         self.requests = 0
         self.available = True
@@ -75,10 +78,38 @@ class SandboxGateway:
                 **answer,
             }
             return HTTPStatus.CREATED, answer
+        if method == "POST" and path == "/v1/customers":
+            if not request.get("name") or "@" not in str(request.get("email", "")):
+                return HTTPStatus.BAD_REQUEST, {"error": "name and email are required"}
+            customer_id = f"cus_{uuid.uuid4().hex[:20]}"
+            self.customers[customer_id] = set()
+            return HTTPStatus.CREATED, {"id": customer_id}
+        parts = path.strip("/").split("/")
+        if method == "POST" and len(parts) >= 4 and parts[:2] == ["v1", "customers"]:
+            tokens = self.customers.get(parts[2])
+            if tokens is None:
+                return HTTPStatus.NOT_FOUND, {"error": "no such customer"}
+            action = "/".join(parts[3:])
+            if action == "payment-methods":
+                tokens.add(str(request.get("token")))
+                return HTTPStatus.CREATED, {"attached": True}
+            if action == "payment-methods/detach":
+                tokens.discard(str(request.get("token")))
+                return HTTPStatus.OK, {"detached": True}
+            if action == "delete":
+                del self.customers[parts[2]]
+                self.deleted_customers += 1
+                return HTTPStatus.OK, {"deleted": True}
         return HTTPStatus.NOT_FOUND, {"error": f"no route {method} {path}"}
 
     def stats(self) -> dict[str, Any]:
-        return {"authorizations": len(self.authorizations), "replays": self.replays}
+        return {
+            "authorizations": len(self.authorizations),
+            "customers": len(self.customers),
+            "attachedTokens": sum(len(tokens) for tokens in self.customers.values()),
+            "deletedCustomers": self.deleted_customers,
+            "replays": self.replays,
+        }
 
 
 def _handler(gateway: SandboxGateway) -> type[BaseHTTPRequestHandler]:

@@ -28,6 +28,7 @@ class Reason(StrEnum):
     PAYMENT_ID_TAKEN = "payment_id_taken"
     PAYMENT_NOT_FOUND = "payment_not_found"
     PAYMENT_NOT_A_GUEST_PAYMENT = "payment_not_a_guest_payment"
+    USER_NOT_FOUND = "user_not_found"
 
 
 class CommandResult(WireModel):

@@ -16,14 +16,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Engine, Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from domain.errors import TransientError
-from domain.model import Payment, PaymentMethod, StreamState
-from state.tables import event_streams, payment_methods, payments, processed_commands
+from domain.model import Decision, Payment, PaymentMethod, StreamState
+from state.tables import (
+    event_streams,
+    gateway_customers,
+    payment_methods,
+    payments,
+    processed_commands,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ class CommandStore:
         self._commands: dict[UUID, ProcessedCommand] = {}
         self._changed_methods: dict[str, PaymentMethod] = {}
         self._changed_payments: dict[str, Payment] = {}
+        self._changed_customers: dict[str, str | None] = {}
         # Payments as read from Postgres in this checkpoint: their writes are conditional
         # on still being so, because payments are shared across keys and partitions.
         self._loaded_payments: dict[str, Payment] = {}
@@ -159,10 +166,14 @@ class CommandStore:
         last_sequence = connection.execute(
             select(event_streams.c.last_sequence).where(event_streams.c.stream_key == key)
         ).scalar_one_or_none()
+        customer_id = connection.execute(
+            select(gateway_customers.c.customer_id).where(gateway_customers.c.user_id == key)
+        ).scalar_one_or_none()
         return StreamState(
             key=key,
             last_sequence=last_sequence or 0,
             methods=tuple(_method_from_row(row) for row in rows),
+            gateway_customer_id=customer_id,
         )
 
     def _taken_ids(self, connection: Connection, key: str, ids: list[str]) -> frozenset[str]:
@@ -176,27 +187,28 @@ class CommandStore:
 
     # --- writes ------------------------------------------------------------------------
 
-    def record(
-        self,
-        processed: ProcessedCommand,
-        key: str,
-        last_sequence: int,
-        changed_methods: Iterable[PaymentMethod],
-        changed_payments: Iterable[Payment] = (),
-    ) -> None:
+    def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
         """Stage one decision; nothing reaches Postgres before ``flush``."""
         self._commands[processed.command_id] = processed
         state = self._streams.get(key) or StreamState(key=key)
         methods = {method.payment_method_id: method for method in state.methods}
-        for method in changed_methods:
+        for method in decision.changed_methods:
             methods[method.payment_method_id] = method
             self._changed_methods[method.payment_method_id] = method
-        for payment in changed_payments:
+        for payment in decision.changed_payments:
             self._changed_payments[payment.payment_id] = payment
+        last_sequence = decision.last_sequence
         if last_sequence != state.last_sequence:
             self._changed_sequences[key] = last_sequence
+        customer_id = state.gateway_customer_id
+        if decision.customer_reference is not None:
+            customer_id = decision.customer_reference.customer_id
+            self._changed_customers[key] = customer_id
         self._streams[key] = StreamState(
-            key=key, last_sequence=last_sequence, methods=tuple(methods.values())
+            key=key,
+            last_sequence=last_sequence,
+            methods=tuple(methods.values()),
+            gateway_customer_id=customer_id,
         )
 
     def flush(self) -> int:
@@ -233,6 +245,7 @@ class CommandStore:
                 )
                 self._write_methods(connection)
                 self._write_payments(connection)
+                self._write_customers(connection)
                 self._write_sequences(connection)
         finally:
             self.discard()
@@ -290,6 +303,23 @@ class CommandStore:
             if updated.rowcount != 1:
                 raise ConcurrentWriteError(f"payment {payment.payment_id} changed meanwhile")
 
+    def _write_customers(self, connection: Connection) -> None:
+        for user_id, customer_id in self._changed_customers.items():
+            if customer_id is None:
+                connection.execute(
+                    delete(gateway_customers).where(gateway_customers.c.user_id == user_id)
+                )
+                continue
+            statement = insert(gateway_customers).values(
+                user_id=user_id, customer_id=customer_id, created_at=func.now()
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[gateway_customers.c.user_id],
+                    set_={"customer_id": statement.excluded.customer_id},
+                )
+            )
+
     def _write_sequences(self, connection: Connection) -> None:
         if not self._changed_sequences:
             return
@@ -311,5 +341,6 @@ class CommandStore:
         self._commands.clear()
         self._changed_methods.clear()
         self._changed_payments.clear()
+        self._changed_customers.clear()
         self._loaded_payments.clear()
         self._changed_sequences.clear()

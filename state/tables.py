@@ -106,3 +106,12 @@ payments = Table(
     CheckConstraint("amount > 0", name="ck_payments_amount_positive"),
     Index("ix_payments_user_id", "user_id"),
 )
+
+# The gateway's customer id per user: created once, dropped on erasure. No PII.
+gateway_customers = Table(
+    "gateway_customers",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("customer_id", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -18,6 +18,7 @@ from config.kafka import librdkafka_config
 from config.settings import HttpServiceSettings, Settings, load_settings
 from pipelines.topics import create_topics
 from sandbox.gateway_server import SandboxGatewayServer
+from sandbox.user_service_server import UserServiceStubServer
 from state.database import create_database_engine, upgrade_schema
 from tests.integration.stack import WorkerProcess
 
@@ -65,7 +66,19 @@ def sandbox_gateway() -> Iterator[SandboxGatewayServer]:
 
 
 @pytest.fixture
-def settings(stack_settings: Settings, sandbox_gateway: SandboxGatewayServer) -> Iterator[Settings]:
+def user_service() -> Iterator[UserServiceStubServer]:
+    """The User Service stand-in on a loopback port (real HTTP), one per test."""
+    server = UserServiceStubServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(
+    stack_settings: Settings,
+    sandbox_gateway: SandboxGatewayServer,
+    user_service: UserServiceStubServer,
+) -> Iterator[Settings]:
     """Settings with unique topics, group and schema; created before, dropped after."""
     suffix = uuid.uuid4().hex[:12]
     isolated = stack_settings.model_copy(
@@ -74,6 +87,9 @@ def settings(stack_settings: Settings, sandbox_gateway: SandboxGatewayServer) ->
                 base_url=sandbox_gateway.url,
                 allow_plain_http_on_loopback=True,
                 timeout_seconds=2.0,
+            ),
+            "user_service": HttpServiceSettings(
+                base_url=user_service.url, allow_plain_http_on_loopback=True
             ),
             "topic_commands": f"test.{suffix}.commands",
             "topic_events": f"test.{suffix}.events",

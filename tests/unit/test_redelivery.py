@@ -9,11 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.model import AuthorizationAnswer
 from pipelines.command_processor import CommandProcessor
+from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from tests.strategies import COMMAND_SPECS, START, build_command
-from tests.unit.memory_store import MemoryStore
+from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 
 def _messages(specs: list[tuple[Any, ...]]) -> list[IncomingMessage]:
@@ -35,15 +35,12 @@ def _messages(specs: list[tuple[Any, ...]]) -> list[IncomingMessage]:
 
 def _processor(store: MemoryStore) -> CommandProcessor:
     return CommandProcessor(
-        store, ApprovingGateway(), clock=lambda: START, consumer_group="g", worker_version="test"
+        store,
+        GatewayEffects(MemoryGateway(), FixedProfiles()),
+        clock=lambda: START,
+        consumer_group="g",
+        worker_version="test",
     )
-
-
-class ApprovingGateway:
-    """Approves every payment with an id derived from the idempotency key."""
-
-    def authorize(self, *, idempotency_key: str, **_: object) -> AuthorizationAnswer:
-        return AuthorizationAnswer(approved=True, authorization_id=f"auth-{idempotency_key}")
 
 
 def _run(processor: CommandProcessor, messages: list[IncomingMessage]) -> list[OutgoingRecord]:

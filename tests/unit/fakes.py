@@ -1,0 +1,99 @@
+"""In-memory stand-ins for unit tests of the processor: no Postgres, no HTTP.
+
+``MemoryStore`` keeps the contract of ``state.command_store.CommandStore``;
+``MemoryGateway`` answers a repeated idempotency key with its first answer, as the
+sandbox gateway does; ``FixedProfiles`` knows every user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from uuid import UUID
+
+from clients.user_service import Profile
+from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
+from state.command_store import ProcessedCommand
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.commands: dict[UUID, ProcessedCommand] = {}
+        self.methods: dict[str, PaymentMethod] = {}
+        self.payments: dict[str, Payment] = {}
+        self.sequences: dict[str, int] = {}
+        self.customers: dict[str, str | None] = {}
+
+    def processed_command(self, command_id: UUID) -> ProcessedCommand | None:
+        return self.commands.get(command_id)
+
+    def stream_state(
+        self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
+    ) -> StreamState:
+        own = tuple(m for m in self.methods.values() if m.user_id == key)
+        own_ids = {m.payment_method_id for m in own}
+        taken = frozenset(
+            pid for pid in named_payment_method_ids if pid in self.methods and pid not in own_ids
+        )
+        named = tuple(self.payments[pid] for pid in named_payment_ids if pid in self.payments)
+        return StreamState(
+            key, self.sequences.get(key, 0), own, taken, named, self.customers.get(key)
+        )
+
+    def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
+        assert processed.command_id not in self.commands, "the inbox takes a command once"
+        self.commands[processed.command_id] = processed
+        self.sequences[key] = decision.last_sequence
+        self.methods.update({m.payment_method_id: m for m in decision.changed_methods})
+        self.payments.update({p.payment_id: p for p in decision.changed_payments})
+        if decision.customer_reference is not None:
+            self.customers[key] = decision.customer_reference.customer_id
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (
+            dict(self.methods),
+            dict(self.payments),
+            dict(self.sequences),
+            dict(self.customers),
+            {k: replace(v) for k, v in self.commands.items()},
+        )
+
+
+class MemoryGateway:
+    """Creates customers and authorizations once per idempotency key."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, object] = {}
+        self.calls = 0
+
+    def _once(self, key: str, make: object) -> object:
+        self.calls += 1
+        if key not in self.answers:
+            self.answers[key] = make
+        return self.answers[key]
+
+    def create_customer(self, *, name: str, email: str, idempotency_key: str) -> str:
+        return str(self._once(idempotency_key, f"cus-{len(self.answers)}"))
+
+    def attach_payment_method(self, *, idempotency_key: str, **_: object) -> None:
+        self._once(idempotency_key, None)
+
+    def detach_payment_method(self, *, idempotency_key: str, **_: object) -> None:
+        self._once(idempotency_key, None)
+
+    def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None:
+        self._once(idempotency_key, None)
+
+    def authorize(self, *, idempotency_key: str, **_: object) -> AuthorizationAnswer:
+        answer = AuthorizationAnswer(approved=True, authorization_id=f"auth-{idempotency_key}")
+        result = self._once(idempotency_key, answer)
+        assert isinstance(result, AuthorizationAnswer)
+        return result
+
+
+class FixedProfiles:
+    def profile(self, user_id: str) -> Profile | None:
+        return Profile(name="Test Person", email="test.person@example.com")
+
+    def forget(self, user_id: str) -> None:
+        return None
