@@ -29,7 +29,7 @@ stack-down:
 run: install stack-up
 	$(BIN)/payment-worker db upgrade
 	$(BIN)/payment-worker topics create
-	$(BIN)/payment-worker run worker
+	scripts/run-local
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,6 +27,7 @@ from pipelines.topics import create_topics
 from pipelines.version import worker_version
 from pipelines.wiring import build_dependencies, build_worker
 from sandbox.gateway_server import SandboxGatewayServer
+from sandbox.user_service_server import UserServiceStubServer
 from schemas.contracts import write_contracts
 from state.database import (
     create_database_engine,
@@ -291,9 +292,13 @@ def _schemas_generate(_: Settings, __: argparse.Namespace) -> int:
     return 0
 
 
-def _sandbox_gateway(_: Settings, args: argparse.Namespace) -> int:
-    server = SandboxGatewayServer(args.host, args.port)
-    logger.info("sandbox payment gateway listening", extra={"url": server.url})
+def _serve_sandbox(_: Settings, args: argparse.Namespace) -> int:
+    server: SandboxGatewayServer | UserServiceStubServer
+    if args.sandbox == "gateway":
+        server = SandboxGatewayServer(args.host, args.port)
+    else:
+        server = UserServiceStubServer(args.host, args.port)
+    logger.info(f"sandbox {args.sandbox} listening", extra={"url": server.url})
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0
@@ -332,10 +337,14 @@ def _parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser(
         "sandbox", help="stand-ins for outside services (local runs and tests)"
     ).add_subparsers(dest="sandbox", required=True)
-    gateway = sandbox.add_parser("gateway", help="serve the sandbox payment gateway over HTTP")
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=8090)
-    gateway.set_defaults(handler=_sandbox_gateway)
+    for name, port, text in (
+        ("gateway", 8090, "serve the sandbox payment gateway over HTTP"),
+        ("user-service", 8091, "serve a User Service stand-in (made-up profiles) over HTTP"),
+    ):
+        served = sandbox.add_parser(name, help=text)
+        served.add_argument("--host", default="127.0.0.1")
+        served.add_argument("--port", type=int, default=port)
+        served.set_defaults(handler=_serve_sandbox)
 
     send = commands.add_parser("send", help="produce a command to payment.commands")
     send.add_argument(
