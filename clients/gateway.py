@@ -7,6 +7,7 @@ creates nothing new (DESIGN.md §5.6).
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 from urllib.parse import quote
 from uuid import UUID, uuid5
@@ -62,7 +63,17 @@ class GatewayProtocolError(TransientError):
 
 
 class GatewayRefusedRequest(Exception):
-    """The gateway refused this request (a 4xx that retrying cannot change)."""
+    """The gateway refused this request (a 4xx that retrying cannot change).
+
+    For a customer record or a card to save, the command is rejected
+    (``gateway_refused``); for a card or customer to remove, there is nothing left to do.
+    """
+
+
+def _identifier(value: object, fallback: str) -> str:
+    """A gateway-chosen code or id, made safe for our events (printable, bounded)."""
+    text = re.sub(r"[^A-Za-z0-9._:@-]+", "_", str(value or "")).strip("_")[:64]
+    return text or fallback
 
 
 class HttpGateway:
@@ -74,7 +85,7 @@ class HttpGateway:
     def create_customer(self, *, name: str, email: str, idempotency_key: str) -> str:
         body = self._post("/v1/customers", {"name": name, "email": email}, idempotency_key)
         customer_id = body.get("id")
-        if not isinstance(customer_id, str):
+        if not isinstance(customer_id, str) or not customer_id:
             raise GatewayProtocolError("customer created without an id")
         return customer_id
 
@@ -129,11 +140,13 @@ class HttpGateway:
             return AuthorizationAnswer(approved=False, decline_code="gateway_refused_request")
         status = body.get("status")
         authorization_id = body.get("id")
-        if status == "approved" and isinstance(authorization_id, str):
-            return AuthorizationAnswer(approved=True, authorization_id=authorization_id)
+        if status == "approved" and isinstance(authorization_id, str) and authorization_id:
+            return AuthorizationAnswer(
+                approved=True, authorization_id=_identifier(authorization_id, "approved")
+            )
         if status == "declined":
             return AuthorizationAnswer(
-                approved=False, decline_code=str(body.get("declineCode") or "declined")
+                approved=False, decline_code=_identifier(body.get("declineCode"), "declined")
             )
         raise GatewayProtocolError(f"unexpected authorization status {status!r}")
 

@@ -66,6 +66,14 @@ class HttpServiceSettings(BaseModel):
         return self
 
 
+class UserServiceSettings(HttpServiceSettings):
+    base_url: str = "https://user-service.internal"
+
+
+class GatewaySettings(HttpServiceSettings):
+    base_url: str = "https://payment-gateway.internal"
+
+
 class ProfileCacheSettings(BaseModel):
     """The bounded cache in front of the User Service profile lookup."""
 
@@ -128,7 +136,8 @@ class Settings(BaseSettings):
     kafka_transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
     # How long a worker that died without leaving the group keeps its partitions before
     # the group hands them to the others: failover time against false alarms.
-    kafka_session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    # Brokers refuse less than their group.min.session.timeout.ms (6 s by default).
+    kafka_session_timeout_ms: int = Field(default=45_000, ge=6_000)
     # A stable transactional id per worker instance (e.g. a StatefulSet pod name) lets
     # a restarted worker abort its predecessor's open transaction at once. Two running
     # workers must never share one. Empty: a random id per process.
@@ -149,12 +158,8 @@ class Settings(BaseSettings):
 
     # --- Outbound HTTP services ---------------------------------------------------------
     # Nested: PAYMENT_WORKER_USER_SERVICE__BASE_URL, PAYMENT_WORKER_GATEWAY__TIMEOUT_SECONDS...
-    user_service: HttpServiceSettings = Field(
-        default_factory=lambda: HttpServiceSettings(base_url="https://user-service.internal")
-    )
-    gateway: HttpServiceSettings = Field(
-        default_factory=lambda: HttpServiceSettings(base_url="https://payment-gateway.internal")
-    )
+    user_service: UserServiceSettings = Field(default_factory=UserServiceSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     profile_cache: ProfileCacheSettings = Field(default_factory=ProfileCacheSettings)
 
     # --- Operations ------------------------------------------------------------------

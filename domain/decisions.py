@@ -407,7 +407,9 @@ def decide_initiate_payment(
             guest=command.user_id is None,
         ),
     )
-    return outcome.accept(payment_id=payload.payment_id)
+    return outcome.accept(
+        payment_id=payload.payment_id, payment_method_id=payload.payment_method_id
+    )
 
 
 def payment_instrument(command: InitiatePayment, state: StreamState) -> str:

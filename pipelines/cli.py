@@ -33,6 +33,7 @@ from state.database import (
     create_database_engine,
     current_revision,
     head_revision,
+    schema_is_current,
     upgrade_schema,
 )
 
@@ -48,7 +49,7 @@ def _run_worker(settings: Settings, _: argparse.Namespace) -> int:
     engine = create_database_engine(settings)
     revision, head = current_revision(engine, settings.database_schema), head_revision()
     engine.dispose()
-    if revision != head:
+    if not schema_is_current(revision):
         logger.error(
             "the database schema needs migrating: run `payment-worker db upgrade`",
             extra={"revision": revision, "required": head},

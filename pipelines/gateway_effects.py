@@ -8,11 +8,14 @@ needs one and the command did not bring it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from clients.gateway import PaymentGateway, idempotency_key
+from clients.gateway import GatewayRefusedRequest, PaymentGateway, idempotency_key
 from clients.user_service import Profile
 from domain.decisions import payment_instrument, reject, settle_authorization
 from domain.model import CustomerReference, Decision, PaymentMethod, StreamState
@@ -25,6 +28,8 @@ from schemas.commands import (
     RemovePaymentMethod,
 )
 from schemas.results import Reason
+
+logger = logging.getLogger(__name__)
 
 
 class ProfileNotFound(Exception):
@@ -62,6 +67,10 @@ class GatewayEffects:
                     return self._authorize(command, state, decision, now)
         except ProfileNotFound:
             return reject(command, state, Reason.USER_NOT_FOUND)
+        except GatewayRefusedRequest:
+            # The gateway will not take this customer record or card; retrying cannot
+            # change that, so the command is rejected rather than left waiting.
+            return reject(command, state, Reason.GATEWAY_REFUSED)
         return decision
 
     def _profile(self, user_id: str, carried: Customer | None) -> Profile:
@@ -99,11 +108,12 @@ class GatewayEffects:
     ) -> Decision:
         removed = _method(state, command.payload.payment_method_id)
         if state.gateway_customer_id is not None and removed and removed.gateway_token:
-            self._gateway.detach_payment_method(
-                customer_id=state.gateway_customer_id,
-                gateway_token=removed.gateway_token,
-                idempotency_key=idempotency_key(command.command_id, "detach"),
-            )
+            with _already_gone("detach a card"):
+                self._gateway.detach_payment_method(
+                    customer_id=state.gateway_customer_id,
+                    gateway_token=removed.gateway_token,
+                    idempotency_key=idempotency_key(command.command_id, "detach"),
+                )
         return decision
 
     def _erase(self, command: EraseUserData, state: StreamState, decision: Decision) -> Decision:
@@ -112,10 +122,11 @@ class GatewayEffects:
         self._profiles.forget(command.user_id)
         if state.gateway_customer_id is None:
             return decision
-        self._gateway.delete_customer(
-            customer_id=state.gateway_customer_id,
-            idempotency_key=idempotency_key(command.command_id, "delete-customer"),
-        )
+        with _already_gone("delete a customer"):
+            self._gateway.delete_customer(
+                customer_id=state.gateway_customer_id,
+                idempotency_key=idempotency_key(command.command_id, "delete-customer"),
+            )
         return replace(decision, customer_reference=CustomerReference(None))
 
     def _authorize(
@@ -137,6 +148,19 @@ class GatewayEffects:
             email=email,
         )
         return settle_authorization(command, decision, answer, now)
+
+
+@contextmanager
+def _already_gone(action: str) -> Iterator[None]:
+    """A refused removal (e.g. 404: the gateway no longer has it) leaves nothing to undo."""
+    try:
+        yield
+    except GatewayRefusedRequest as refusal:
+        logger.warning(
+            "the gateway refused to %s; nothing left to remove",
+            action,
+            extra={"error": str(refusal)},
+        )
 
 
 def _method(state: StreamState, payment_method_id: str) -> PaymentMethod | None:

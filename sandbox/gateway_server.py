@@ -3,6 +3,8 @@
 Behaviour by token, so tests and demos can choose an outcome:
 - a token containing ``decline``  → declined (``insufficient_funds``);
 - a token containing ``unavailable`` → 503 every time (a gateway outage);
+- a token containing ``slow`` → the first answer for a key comes after the client's
+  timeout (the call took effect; the retry with the same key must not repeat it);
 - anything else → approved.
 A repeated ``Idempotency-Key`` returns the first answer and creates nothing; the same key
 with a different body is refused (422), as real gateways do.
@@ -14,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+SLOW_ANSWER_SECONDS = 3.0
 
 
 class SandboxGateway:
@@ -57,7 +62,12 @@ class SandboxGateway:
             status, answer = self._route(method, path, json.loads(body or b"{}"))
             if status < 500:
                 self._answers[key] = (fingerprint, status, answer)
-            return status, answer
+            slow = b"slow" in body
+        if slow:
+            # The answer is stored but arrives too late: the client times out, retries
+            # with the same key and gets the stored answer, with nothing created twice.
+            time.sleep(SLOW_ANSWER_SECONDS)
+        return status, answer
 
     def _route(self, method: str, path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if method == "POST" and path == "/v1/authorizations":

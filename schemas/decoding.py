@@ -180,7 +180,7 @@ def decode_command(raw: bytes | None, key: bytes | None) -> Command:
     if required_key is not None and key != required_key.encode():
         raise InvalidMessage(
             InvalidReason.KEY_MISMATCH,
-            "the message key must equal the command's userId",
+            "the message key must equal the command's userId (a guest payment: its paymentId)",
             command_id=command_id,
             command_type=command_type,
         )

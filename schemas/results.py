@@ -29,6 +29,7 @@ class Reason(StrEnum):
     PAYMENT_NOT_FOUND = "payment_not_found"
     PAYMENT_NOT_A_GUEST_PAYMENT = "payment_not_a_guest_payment"
     USER_NOT_FOUND = "user_not_found"
+    GATEWAY_REFUSED = "gateway_refused"
 
 
 class CommandResult(WireModel):

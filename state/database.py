@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
 
@@ -50,14 +51,36 @@ def upgrade_schema(engine: Engine, schema: str) -> None:
         command.upgrade(_alembic_config(connection, schema), "head")
 
 
-def head_revision() -> str:
-    """The newest migration this version of the worker ships."""
+def _scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str:
+    """The newest migration this version of the worker ships."""
+    head = _scripts().get_current_head()
     if head is None:
         raise RuntimeError("no migrations found")
     return head
+
+
+def schema_is_current(revision: str | None) -> bool:
+    """Whether a worker of this version may run on a schema at ``revision``.
+
+    At this worker's head: yes. Older: no, it lacks tables this worker uses. Newer (a
+    revision this worker does not know, from a later release being rolled out): yes,
+    because migrations only ever add (expand first, remove in a later release).
+    """
+    if revision is None:
+        return False
+    if revision == head_revision():
+        return True
+    try:
+        _scripts().get_revision(revision)
+    except CommandError:  # unknown revision: a newer release migrated this schema
+        return True
+    return False
 
 
 def current_revision(engine: Engine, schema: str) -> str | None:

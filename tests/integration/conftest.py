@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
 from config.kafka import librdkafka_config
-from config.settings import HttpServiceSettings, Settings, load_settings
+from config.settings import GatewaySettings, Settings, UserServiceSettings, load_settings
 from pipelines.topics import create_topics
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
@@ -83,12 +83,12 @@ def settings(
     suffix = uuid.uuid4().hex[:12]
     isolated = stack_settings.model_copy(
         update={
-            "gateway": HttpServiceSettings(
+            "gateway": GatewaySettings(
                 base_url=sandbox_gateway.url,
                 allow_plain_http_on_loopback=True,
                 timeout_seconds=2.0,
             ),
-            "user_service": HttpServiceSettings(
+            "user_service": UserServiceSettings(
                 base_url=user_service.url, allow_plain_http_on_loopback=True
             ),
             "topic_commands": f"test.{suffix}.commands",

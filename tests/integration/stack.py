@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def produce(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> None:
+def produce(settings: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
     """Produce ``(key, value)`` pairs to the command topic, in order."""
     producer = Producer(
         {**librdkafka_config(settings), **PRODUCER_DEFAULTS, "enable.idempotence": "true"}

@@ -61,6 +61,46 @@ def test_customer_profile_is_created_once_per_user_and_follows_the_cards(
         assert connection.execute(text("SELECT count(*) FROM gateway_customers")).scalar() == 0
 
 
+def test_details_in_the_command_need_no_lookup(
+    settings: Settings,
+    worker: WorkerProcess,
+    sandbox_gateway: SandboxGatewayServer,
+    user_service: UserServiceStubServer,
+) -> None:
+    card = add_payment_method("user-carried")
+    card["payload"]["customer"] = {"name": "Carried Name", "email": "carried@example.com"}
+    produce(settings, [(b"user-carried", encode(card))])
+    (result,) = read_topic(settings, settings.topic_results, expected=1)
+    assert result.json()["status"] == "accepted"
+    assert sandbox_gateway.gateway.stats()["customers"] == 1
+    assert user_service.stub.calls == 0
+
+
+def test_profiles_are_fetched_once_per_user_for_many_commands(
+    settings: Settings, worker: WorkerProcess, user_service: UserServiceStubServer
+) -> None:
+    users = [f"user-many-{n}" for n in range(10)]
+    messages = []
+    for user in users:
+        messages.append(
+            (user.encode(), encode(add_payment_method(user, payment_method_id=f"pm-{user}")))
+        )
+        for n in range(3):
+            pay = {
+                "paymentId": f"pay-{user}-{n}",
+                "orderId": "o",
+                "amount": 100,
+                "currency": "EUR",
+                "paymentMethodId": f"pm-{user}",
+            }
+            messages.append((user.encode(), encode(command("InitiatePayment", user, pay))))
+    produce(settings, messages)
+    results = read_topic(settings, settings.topic_results, expected=len(messages))
+    assert {r.json()["status"] for r in results} == {"accepted"}
+    # 40 commands needed a profile (customer creation, fraud email); 10 users, 10 calls.
+    assert user_service.stub.calls == len(users)
+
+
 def test_a_user_the_user_service_does_not_know_is_rejected(
     settings: Settings, worker: WorkerProcess, sandbox_gateway: SandboxGatewayServer
 ) -> None:
@@ -75,14 +115,23 @@ def test_a_user_service_outage_delays_commands_and_loses_none(
     settings: Settings, worker: WorkerProcess, user_service: UserServiceStubServer
 ) -> None:
     user_service.stub.available = False
-    users = [f"user-wait-{n}" for n in range(5)]
-    produce(settings, [(u.encode(), encode(add_payment_method(u))) for u in users])
+    sent: dict[str, list[str]] = {}
+    messages = []
+    for user in (f"user-wait-{n}" for n in range(4)):
+        cards = [add_payment_method(user, fingerprint=f"fp_{user}_{n}") for n in range(3)]
+        sent[user] = [c["commandId"] for c in cards]
+        messages += [(user.encode(), encode(c)) for c in cards]
+    produce(settings, messages)
     assert read_topic(settings, settings.topic_results, expected=0, settle=6) == []
     assert worker.is_running()
+    assert "a dependency is unavailable" in worker.log()
 
     user_service.stub.available = True
-    results = read_topic(settings, settings.topic_results, expected=len(users), timeout=90)
-    assert sorted(r.json()["status"] for r in results) == ["accepted"] * len(users)
+    results = read_topic(settings, settings.topic_results, expected=len(messages), timeout=90)
+    assert sorted(r.json()["status"] for r in results) == ["accepted"] * len(messages)
+    for user, command_ids in sent.items():
+        in_order = [r.json()["commandId"] for r in results if r.key == user.encode()]
+        assert in_order == command_ids, "each user's commands complete in order"
     assert read_topic(settings, settings.topic_dlq, expected=0, settle=0.5) == []
 
 
@@ -153,3 +202,26 @@ def test_no_personal_data_in_logs_topics_or_tables(
             == 1
         )
     assert dump.count(billing) == 1
+
+
+def test_gateway_refusals_reject_a_new_card_and_do_not_block_removals(
+    settings: Settings, worker: WorkerProcess, sandbox_gateway: SandboxGatewayServer
+) -> None:
+    user = "user-refused"
+    first = add_payment_method(user, payment_method_id="pm-r1", fingerprint="fp_refused_01")
+    produce(settings, [(user.encode(), encode(first))])
+    read_topic(settings, settings.topic_results, expected=1)
+    # The gateway loses the customer record (say, a sandbox restarted): it now answers 404.
+    sandbox_gateway.gateway.customers.clear()
+
+    second = add_payment_method(user, payment_method_id="pm-r2", fingerprint="fp_refused_02")
+    remove = command("RemovePaymentMethod", user, {"paymentMethodId": "pm-r1"})
+    produce(settings, [(user.encode(), encode(second)), (user.encode(), encode(remove))])
+    results = read_topic(settings, settings.topic_results, expected=3)
+
+    assert [(r.json()["status"], r.json()["reason"]) for r in results] == [
+        ("accepted", "ok"),
+        ("rejected", "gateway_refused"),
+        ("accepted", "ok"),
+    ], worker.log()
+    assert worker.is_running()

@@ -60,8 +60,13 @@ def test_a_replayed_batch_authorizes_each_payment_once(
     settings: Settings, engine: Engine, tmp_path: Path, sandbox_gateway: SandboxGatewayServer
 ) -> None:
     settings = settings.model_copy(update={"kafka_session_timeout_ms": 6000})
-    payments = [_pay(f"pay-r{n:03d}", None, gatewayToken=f"tok_guest_{n:06d}") for n in range(300)]
-    produce(settings, [(p["payload"]["paymentId"].encode(), encode(p)) for p in payments])
+    payments = [_pay(f"pay-r{n:03d}", None, gatewayToken=f"tok_guest_{n:06d}") for n in range(240)]
+    cards = [add_payment_method(f"user-r{n:03d}", fingerprint=f"fp_r_{n:06d}") for n in range(60)]
+    produce(
+        settings,
+        [(p["payload"]["paymentId"].encode(), encode(p)) for p in payments]
+        + [(c["userId"].encode(), encode(c)) for c in cards],
+    )
 
     # The first worker authorizes some payments and is killed before it commits them all.
     first = WorkerProcess(settings, tmp_path / "first.log")
@@ -79,18 +84,20 @@ def test_a_replayed_batch_authorizes_each_payment_once(
         second.stop()
 
     authorized = [e for e in events if e.json()["type"] == "PaymentAuthorized"]
-    assert len(authorized) == 300, second.log()[-2000:]
+    assert len(authorized) == 240, second.log()[-2000:]
     assert len({e.json()["eventId"] for e in events}) == len(events) == 600
     stats = sandbox_gateway.gateway.stats()
-    # One authorization per payment at the gateway, however many calls were repeated.
-    assert stats["authorizations"] == 300
+    # One authorization per payment and one customer per user at the gateway, however
+    # many calls the replay repeated.
+    assert stats["authorizations"] == 240
+    assert stats["customers"] == 60
+    assert stats["attachedTokens"] == 60
     with engine.connect() as connection:
-        assert (
-            connection.execute(
-                text("SELECT count(*) FROM payments WHERE status = 'authorized'")
-            ).scalar()
-            == 300
-        )
+        authorized_rows = connection.execute(
+            text("SELECT count(*) FROM payments WHERE status = 'authorized'")
+        ).scalar()
+        customers = connection.execute(text("SELECT count(*) FROM gateway_customers")).scalar()
+    assert (authorized_rows, customers) == (240, 60)
 
 
 def test_a_gateway_outage_delays_payments_and_loses_none(
@@ -115,3 +122,18 @@ def test_a_gateway_outage_delays_payments_and_loses_none(
     results = read_topic(settings, settings.topic_results, expected=20)
     assert {r.json()["status"] for r in results} == {"accepted"}
     assert len(results) == 20
+
+
+def test_a_timed_out_call_is_retried_with_its_key_and_charges_once(
+    settings: Settings, worker: WorkerProcess, sandbox_gateway: SandboxGatewayServer
+) -> None:
+    produce(
+        settings, [(b"pay-slow", encode(_pay("pay-slow", None, gatewayToken="tok_slow_000001")))]
+    )
+
+    events = read_topic(settings, settings.topic_events, expected=2, timeout=60)
+
+    assert [e.json()["type"] for e in events] == ["PaymentInitiated", "PaymentAuthorized"]
+    stats = sandbox_gateway.gateway.stats()
+    assert stats["authorizations"] == 1
+    assert stats["replays"] >= 1, "the retry got the stored answer"

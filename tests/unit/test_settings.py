@@ -71,3 +71,11 @@ def test_sasl_ssl_settings_pass_through_to_librdkafka(tmp_path: Path) -> None:
     assert config["ssl.ca.location"] == str(tmp_path / "ca.pem")
     assert config["ssl.endpoint.identification.algorithm"] == "https"
     assert config["client.id"] == "payment-worker-1"
+
+
+def test_one_nested_setting_keeps_the_other_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENT_WORKER_GATEWAY__TIMEOUT_SECONDS", "7")
+    settings = load_settings()
+    assert settings.gateway.timeout_seconds == 7
+    assert settings.gateway.base_url == "https://payment-gateway.internal"
+    assert settings.user_service.base_url == "https://user-service.internal"
