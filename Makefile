@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make run    start the local stack, migrate, create topics, run the worker (Ctrl-C stops it)
+#   make run    start the local stack, migrate, create topics, then scripts/run-local: the
+#               sandbox gateway, the User Service stand-in and the worker (Ctrl-C stops them)
 #   make test   start the local stack, then lint, type-check and run the whole test suite
 # Everything they need is installed here: a virtualenv in .venv, Kafka and PostgreSQL by
 # scripts/stack.

@@ -19,8 +19,9 @@ import threading
 import time
 import uuid
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from sandbox.json_server import JsonServer
 
 SLOW_ANSWER_SECONDS = 3.0
 
@@ -122,51 +123,15 @@ class SandboxGateway:
         }
 
 
-def _handler(gateway: SandboxGateway) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, answer = gateway.handle(
-                self.command, self.path, self.headers.get("Idempotency-Key"), body
-            )
-            encoded = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(encoded)))
-            self.end_headers()
-            self.wfile.write(encoded)
-
-        do_GET = do_POST = do_DELETE = _serve  # noqa: N815 - http.server's naming
-
-        def log_message(self, format: str, *args: Any) -> None:
-            # Requests carry customer data; the sandbox logs nothing about them.
-            return
-
-    return Handler
-
-
-class SandboxGatewayServer:
-    """The sandbox on a loopback port, in a background thread."""
+class SandboxGatewayServer(JsonServer):
+    """The sandbox on a loopback port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.gateway = SandboxGateway()
-        self._server = ThreadingHTTPServer((host, port), _handler(self.gateway))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}"
-
-    def start(self) -> SandboxGatewayServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
+        super().__init__(
+            lambda method, path, headers, body: self.gateway.handle(
+                method, path, headers.get("Idempotency-Key"), body
+            ),
+            host,
+            port,
+        )

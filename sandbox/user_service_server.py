@@ -7,12 +7,12 @@ start with ``unknown-`` (404). ``available = False`` simulates an outage (503).
 
 from __future__ import annotations
 
-import json
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from sandbox.json_server import JsonServer
 
 _PREFIX = "/v1/users/"
 _SUFFIX = "/profile"
@@ -42,42 +42,9 @@ class UserServiceStub:
         }
 
 
-class UserServiceStubServer:
-    """The stub on a loopback port, in a background thread."""
+class UserServiceStubServer(JsonServer):
+    """The stub on a loopback port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.stub = UserServiceStub()
-        stub = self.stub
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, body = stub.handle(self.path)
-                encoded = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(encoded)))
-                self.end_headers()
-                self.wfile.write(encoded)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # paths carry user ids: log nothing
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}"
-
-    def start(self) -> UserServiceStubServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
+        super().__init__(lambda method, path, headers, body: self.stub.handle(path), host, port)
