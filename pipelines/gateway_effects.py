@@ -17,8 +17,9 @@ from typing import Protocol
 
 from clients.gateway import GatewayRefusedRequest, PaymentGateway, idempotency_key
 from clients.user_service import Profile
-from domain.decisions import payment_instrument, reject, settle_authorization
 from domain.model import CustomerReference, Decision, PaymentMethod, StreamState
+from domain.outcome import reject
+from domain.payment_rules import payment_instrument, settle_authorization
 from schemas.commands import (
     AddPaymentMethod,
     Command,
