@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     profile_cache: ProfileCacheSettings = Field(default_factory=ProfileCacheSettings)
 
+    # --- The User Service projection (``payment-worker run projection``) ----------------
+    # A different service's consumer: its own group, its own PostgreSQL schema.
+    projection_consumer_group: str = "user-service-payment-view"
+    projection_schema: str = Field(default="user_payment_views", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Its dead letters; empty: "<topic_events>.projection-dlq".
+    topic_projection_dlq: str | None = None
+
     # --- Operations ------------------------------------------------------------------
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from outside the pod
@@ -174,6 +181,9 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must name at least one broker, e.g. kafka-1:9092")
         return value.strip()
+
+    def projection_dlq_topic(self) -> str:
+        return self.topic_projection_dlq or f"{self.topic_events}.projection-dlq"
 
     def sqlalchemy_url(self) -> str:
         """The database URL with the password from ``database_password`` if one is set."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import start_http_server
+from quixstreams import Application
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
@@ -23,6 +24,7 @@ from domain.errors import TransientError
 from pipelines import metrics
 from pipelines.dead_letter_tools import DeadLetterFilter, describe, read_dead_letters, replay
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
+from pipelines.projection import build_projection
 from pipelines.topics import create_topics
 from pipelines.version import worker_version
 from pipelines.wiring import build_dependencies, build_worker
@@ -36,6 +38,12 @@ from state.database import (
     schema_is_current,
     upgrade_schema,
 )
+from state.projection_store import (
+    ProjectionStore,
+    create_projection_engine,
+    ensure_projection_schema,
+    read_view,
+)
 
 logger = logging.getLogger("payment_worker")
 
@@ -45,7 +53,9 @@ RESTART_DELAY_MAX_SECONDS = 30.0
 RESTART_RESET_AFTER_SECONDS = 60.0
 
 
-def _run_worker(settings: Settings, _: argparse.Namespace) -> int:
+def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    if args.pipeline == "projection":
+        return _run_projection(settings)
     engine = create_database_engine(settings)
     revision, head = current_revision(engine, settings.database_schema), head_revision()
     engine.dispose()
@@ -84,11 +94,15 @@ def _run_until_stopped(settings: Settings) -> None:
     dead-letters them.
     """
     dependencies = build_dependencies(settings)
+    _run_restarting(lambda: build_worker(settings, dependencies))
+
+
+def _run_restarting(build: Callable[[], Application]) -> None:
     delay = RESTART_DELAY_SECONDS
     while True:
         started = time.monotonic()
         try:
-            build_worker(settings, dependencies).run()
+            build().run()
             return
         except TransientError as error:
             if time.monotonic() - started > RESTART_RESET_AFTER_SECONDS:
@@ -100,6 +114,68 @@ def _run_until_stopped(settings: Settings) -> None:
             )
             time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 2, RESTART_DELAY_MAX_SECONDS)
+
+
+def _run_projection(settings: Settings) -> int:
+    """The User Service side: ``payment.events`` into the per-user view."""
+    engine = create_projection_engine(settings)
+    ensure_projection_schema(engine, settings.projection_schema)
+    metrics.BUILD_INFO.info({"version": worker_version()})
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    logger.info(
+        "payment view projection starting",
+        extra={
+            "version": worker_version(),
+            "kafka": settings.kafka_bootstrap_servers,
+            "database": settings.database_url_for_display(),
+            "schema": settings.projection_schema,
+            "group": settings.projection_consumer_group,
+            "events": settings.topic_events,
+            "dlq": settings.projection_dlq_topic(),
+            "metricsPort": settings.metrics_port,
+        },
+    )
+    # Same restart-on-TransientError loop as the worker; the store is rebuilt with the
+    # app, so a failed checkpoint leaves nothing staged behind.
+    _run_restarting(lambda: build_projection(settings, ProjectionStore(engine)))
+    logger.info("payment view projection stopped")
+    return 0
+
+
+def _view(settings: Settings, args: argparse.Namespace) -> int:
+    engine = create_projection_engine(settings)
+    try:
+        view = read_view(engine, args.user_id)
+    finally:
+        engine.dispose()
+    if view is None:
+        print(json.dumps({"userId": args.user_id, "found": False}))
+        return 1
+    document = {
+        "userId": view.user_id,
+        "lastSequence": view.last_sequence,
+        "held": view.gap is not None,
+        "paymentMethods": [
+            {
+                "paymentMethodId": m.payment_method_id,
+                "brand": m.brand,
+                "last4": m.last4,
+                "expMonth": m.exp_month,
+                "expYear": m.exp_year,
+                "isDefault": m.is_default,
+                "updatedAt": m.updated_at.isoformat(),
+            }
+            for m in view.methods
+        ],
+    }
+    if view.gap is not None:
+        document["gap"] = {
+            "expectedSequence": view.gap.expected_sequence,
+            "foundSequence": view.gap.found_sequence,
+        }
+    print(json.dumps(document, indent=2))
+    return 0
 
 
 def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
@@ -314,8 +390,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="group", required=True)
 
     run = commands.add_parser("run", help="run a pipeline in the foreground (Ctrl-C stops it)")
-    run.add_argument("pipeline", nargs="?", choices=["worker"], default="worker")
+    run.add_argument("pipeline", nargs="?", choices=["worker", "projection"], default="worker")
     run.set_defaults(handler=_run_worker)
+
+    view = commands.add_parser("view", help="print a user's payment method view (projection)")
+    view.add_argument("user_id", metavar="USER_ID")
+    view.set_defaults(handler=_view)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("upgrade", help="apply every migration").set_defaults(handler=_db_upgrade)

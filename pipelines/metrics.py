@@ -67,3 +67,28 @@ PROFILE_CACHE_ENTRIES = Gauge(
     "payment_worker_profile_cache_entries",
     "Entries in the User Service profile cache (profiles and remembered 404s).",
 )
+
+# --- The User Service projection (``payment-worker run projection``) ---------------------
+PROJECTION_EVENTS = Counter(
+    "payment_worker_projection_events_total",
+    "Events read by the projection, by outcome: applied, ignored (a type the view does not "
+    "use; its sequence still counts), duplicate (already applied), gap (an earlier event of "
+    "the user is missing), held (the user has a gap; not applied until a rebuild), guest "
+    "(no user), invalid (dead-lettered).",
+    ["outcome"],
+)
+PROJECTION_IGNORED_TYPES = Counter(
+    "payment_worker_projection_ignored_events_total",
+    'Events the view does not use, by type: a known event type, or "unknown" for a type '
+    "newer than this consumer.",
+    ["type"],
+)
+PROJECTION_GAPS = Counter(
+    "payment_worker_projection_gaps_total",
+    "Users whose events have a gap (a missing sequence number); their view is held.",
+)
+PROJECTION_CHECKPOINT_EVENTS = Histogram(
+    "payment_worker_projection_checkpoint_events",
+    "Events staged per projection checkpoint transaction.",
+    buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000),
+)

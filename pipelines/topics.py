@@ -33,6 +33,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_results, partitions, {}),
         # Dead letters wait for an operator; keep them long enough to be looked at.
         TopicSpec(settings.topic_dlq, partitions, {"retention.ms": _THIRTY_DAYS_MS}),
+        # The projection's (User Service side) own dead letters.
+        TopicSpec(settings.projection_dlq_topic(), partitions, {"retention.ms": _THIRTY_DAYS_MS}),
     ]
 
 

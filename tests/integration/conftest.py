@@ -114,6 +114,7 @@ def settings(
         isolated.topic_events,
         isolated.topic_results,
         isolated.topic_dlq,
+        isolated.projection_dlq_topic(),
     ]
     for future in admin.delete_topics(names, request_timeout=30).values():
         future.result(timeout=30)

@@ -41,11 +41,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """``payment-worker run`` as a child process, with its log in a file."""
+    """``payment-worker run <pipeline>`` as a child process, with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, pipeline: str = "worker") -> None:
         self.settings = settings
         self.log_path = log_path
+        self.pipeline = pipeline
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -56,7 +57,7 @@ class WorkerProcess:
         }
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli", "run", "worker"],
+                [sys.executable, "-m", "pipelines.cli", "run", self.pipeline],
                 cwd=REPOSITORY,
                 env=environment,
                 stdout=log,

@@ -56,6 +56,7 @@ def test_db_upgrade_and_topics_create_are_idempotent(settings: Settings, engine:
             settings.topic_events,
             settings.topic_results,
             settings.topic_dlq,
+            settings.projection_dlq_topic(),
         )
     )
     metadata = AdminClient(librdkafka_config(settings)).list_topics(timeout=10)
