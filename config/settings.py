@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     # the group hands them to the others: failover time against false alarms.
     # Brokers refuse less than their group.min.session.timeout.ms (6 s by default).
     kafka_session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    # How often librdkafka reports consumer lag and connection state (metrics, readiness).
+    kafka_statistics_interval_ms: int = Field(default=5_000, ge=100)
     # A stable transactional id per worker instance (e.g. a StatefulSet pod name) lets
     # a restarted worker abort its predecessor's open transaction at once. Two running
     # workers must never share one. Empty: a random id per process.

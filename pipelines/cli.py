@@ -15,15 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import start_http_server
 from quixstreams import Application
+from sqlalchemy import Engine
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 from domain.errors import TransientError
 from pipelines import metrics
 from pipelines.dead_letter_tools import DeadLetterFilter, describe, read_dead_letters, replay
+from pipelines.health import Health, serve_ops
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
+from pipelines.kafka_statistics import statistics_callback
 from pipelines.projection import build_projection
 from pipelines.topics import create_topics
 from pipelines.version import worker_version
@@ -34,6 +36,7 @@ from schemas.contracts import write_contracts
 from state.database import (
     create_database_engine,
     current_revision,
+    database_reachable,
     head_revision,
     schema_is_current,
     upgrade_schema,
@@ -65,9 +68,7 @@ def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
             extra={"revision": revision, "required": head},
         )
         return 2
-    metrics.BUILD_INFO.info({"version": worker_version()})
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    health = _serve_operations(settings, create_database_engine(settings))
     logger.info(
         "payment worker starting",
         extra={
@@ -80,12 +81,21 @@ def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
             "metricsPort": settings.metrics_port,
         },
     )
-    _run_until_stopped(settings)
+    _run_until_stopped(settings, health)
     logger.info("payment worker stopped")
     return 0
 
 
-def _run_until_stopped(settings: Settings) -> None:
+def _serve_operations(settings: Settings, engine: Engine) -> Health:
+    """Build info, and /metrics, /healthz and /readyz on the metrics port."""
+    metrics.BUILD_INFO.info({"version": worker_version()})
+    health = Health(lambda: database_reachable(engine))
+    if settings.metrics_port:
+        serve_ops(settings.metrics_host, settings.metrics_port, health)
+    return health
+
+
+def _run_until_stopped(settings: Settings, health: Health) -> None:
     """Run the pipeline; when a dependency fails, wait and start it again.
 
     A failed batch is never half-applied: its Postgres transaction and its Kafka
@@ -94,17 +104,21 @@ def _run_until_stopped(settings: Settings) -> None:
     dead-letters them.
     """
     dependencies = build_dependencies(settings)
-    _run_restarting(lambda: build_worker(settings, dependencies))
+    on_statistics = statistics_callback(health.kafka)
+    _run_restarting(lambda: build_worker(settings, dependencies, on_statistics), health)
 
 
-def _run_restarting(build: Callable[[], Application]) -> None:
+def _run_restarting(build: Callable[[], Application], health: Health) -> None:
     delay = RESTART_DELAY_SECONDS
     while True:
         started = time.monotonic()
         try:
+            health.pipeline("running")
             build().run()
+            health.pipeline("stopping")
             return
         except TransientError as error:
+            health.pipeline("backing_off")
             if time.monotonic() - started > RESTART_RESET_AFTER_SECONDS:
                 delay = RESTART_DELAY_SECONDS
             metrics.PIPELINE_RESTARTS.inc()
@@ -120,9 +134,7 @@ def _run_projection(settings: Settings) -> int:
     """The User Service side: ``payment.events`` into the per-user view."""
     engine = create_projection_engine(settings)
     ensure_projection_schema(engine, settings.projection_schema)
-    metrics.BUILD_INFO.info({"version": worker_version()})
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    health = _serve_operations(settings, engine)
     logger.info(
         "payment view projection starting",
         extra={
@@ -138,7 +150,10 @@ def _run_projection(settings: Settings) -> int:
     )
     # Same restart-on-TransientError loop as the worker; the store is rebuilt with the
     # app, so a failed checkpoint leaves nothing staged behind.
-    _run_restarting(lambda: build_projection(settings, ProjectionStore(engine)))
+    on_statistics = statistics_callback(health.kafka)
+    _run_restarting(
+        lambda: build_projection(settings, ProjectionStore(engine), on_statistics), health
+    )
     logger.info("payment view projection stopped")
     return 0
 

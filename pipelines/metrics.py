@@ -23,6 +23,23 @@ REPLAYED_OUTCOMES = Counter(
     "payment_worker_replayed_outcomes_total",
     "Redelivered commands whose stored outcome was re-emitted instead of re-decided.",
 )
+CONSUMER_LAG = Gauge(
+    "payment_worker_consumer_lag",
+    "Messages between this worker's position and the end of each assigned partition.",
+    ["topic", "partition"],
+)
+PARTITIONS_ASSIGNED = Gauge(
+    "payment_worker_partitions_assigned",
+    "Partitions currently assigned to this worker's consumer.",
+)
+REBALANCES = Counter(
+    "payment_worker_rebalances_total",
+    "Consumer group rebalances this worker took part in.",
+)
+READY = Gauge(
+    "payment_worker_ready",
+    "1 when the worker is ready (pipeline running, Kafka and PostgreSQL reachable).",
+)
 PIPELINE_RESTARTS = Counter(
     "payment_worker_pipeline_restarts_total",
     "Times the pipeline stopped on an unavailable dependency and started again.",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Literal, get_args
 from uuid import UUID
 
@@ -33,6 +34,7 @@ from pipelines.dead_letters import dead_letter
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.records import IncomingMessage, OutgoingRecord
 from pipelines.version import worker_version
+from pipelines.wiring import statistics_config
 from schemas.base import SCHEMA_VERSION, Identifier
 from schemas.decoding import parse_json_object
 from schemas.events import (
@@ -236,7 +238,11 @@ def build_projection_pipeline(
     records.sink(ViewCheckpointSink(store))
 
 
-def build_projection(settings: Settings, store: ProjectionStore) -> Application:
+def build_projection(
+    settings: Settings,
+    store: ProjectionStore,
+    on_statistics: Callable[[str], None] | None = None,
+) -> Application:
     """The projection as a quixstreams application, exactly-once, on its own group."""
     producer_config = {
         **PRODUCER_DEFAULTS,
@@ -250,6 +256,7 @@ def build_projection(settings: Settings, store: ProjectionStore) -> Application:
         broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
         consumer_extra_config={
             "session.timeout.ms": str(settings.kafka_session_timeout_ms),
+            **statistics_config(settings, on_statistics),
             # librdkafka's default already; said here because the view depends on it:
             # events of aborted worker transactions must never be applied.
             "isolation.level": "read_committed",

@@ -5,8 +5,10 @@ Nothing is built at import time; the CLI calls these functions once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
@@ -62,7 +64,23 @@ def build_dependencies(settings: Settings) -> Dependencies:
     )
 
 
-def build_worker(settings: Settings, dependencies: Dependencies) -> Application:
+def statistics_config(
+    settings: Settings, on_statistics: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """librdkafka statistics for lag metrics and readiness, when someone listens."""
+    if on_statistics is None:
+        return {}
+    return {
+        "statistics.interval.ms": settings.kafka_statistics_interval_ms,
+        "stats_cb": on_statistics,
+    }
+
+
+def build_worker(
+    settings: Settings,
+    dependencies: Dependencies,
+    on_statistics: Callable[[str], None] | None = None,
+) -> Application:
     """The command worker: a quixstreams application, exactly-once, wired to Postgres."""
     app = Application(
         # quixstreams accepts only connection properties here; any other librdkafka
@@ -70,6 +88,7 @@ def build_worker(settings: Settings, dependencies: Dependencies) -> Application:
         broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
         consumer_extra_config={
             "session.timeout.ms": str(settings.kafka_session_timeout_ms),
+            **statistics_config(settings, on_statistics),
             **settings.kafka_extra_config,
         },
         consumer_group=settings.consumer_group,

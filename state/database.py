@@ -10,6 +10,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from config.settings import Settings
 
@@ -31,6 +32,16 @@ def create_database_engine(settings: Settings) -> Engine:
             "application_name": "payment-worker",
         },
     )
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether PostgreSQL answers a trivial query now (for readiness probes)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError:
+        return False
+    return True
 
 
 def _alembic_config(connection: Connection, schema: str) -> Config:

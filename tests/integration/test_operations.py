@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -14,8 +20,9 @@ from sqlalchemy import Engine, text
 from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
 from pipelines.wiring import build_dependencies, build_worker
+from sandbox.gateway_server import SandboxGatewayServer
 from state.database import head_revision
-from tests.factories import add_payment_method, encode
+from tests.factories import add_payment_method, command, encode
 from tests.integration.stack import (
     REPOSITORY,
     WorkerProcess,
@@ -188,3 +195,84 @@ def test_dead_letters_can_be_listed_and_replayed_safely(
     assert len(events) == 2, "a second replay publishes the stored result, no new events"
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM payment_methods")).scalar() == 1
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_and_probes_during_a_run(
+    settings: Settings, tmp_path: Path, sandbox_gateway: SandboxGatewayServer
+) -> None:
+    port = _free_port()
+    observed = settings.model_copy(
+        update={
+            "metrics_port": port,
+            "metrics_host": "127.0.0.1",
+            "kafka_statistics_interval_ms": 500,
+        }
+    )
+    worker = WorkerProcess(observed, tmp_path / "worker.log")
+    worker.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get(base + "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _get(base + "/readyz")[0] == 200, worker.log()
+        assert _get(base + "/healthz")[0] == 200
+
+        commands = [add_payment_method(f"user-metrics-{n}") for n in range(5)]
+        produce(observed, [(c["userId"].encode(), encode(c)) for c in commands])
+        read_topic(observed, observed.topic_results, expected=5)
+        time.sleep(1.5)  # one more statistics report
+        _, text_metrics = _get(base + "/metrics")
+        assert (
+            'payment_worker_commands_total{status="accepted",type="AddPaymentMethod"} 5.0'
+            in text_metrics
+        )
+        assert "payment_worker_partitions_assigned 3.0" in text_metrics
+        lag_sample = (
+            rf'payment_worker_consumer_lag{{partition="\d+",topic="{observed.topic_commands}"}}'
+        )
+        lags = re.findall(lag_sample + r" (\S+)", text_metrics)
+        assert [float(lag) for lag in lags] == [0.0, 0.0, 0.0]
+        assert "payment_worker_checkpoint_write_seconds_count" in text_metrics
+        assert "payment_worker_build_info" in text_metrics
+
+        # A gateway outage: the pipeline backs off and the worker says it is not ready.
+        sandbox_gateway.gateway.available = False
+        payment = command(
+            "InitiatePayment",
+            None,
+            {
+                "paymentId": "pay-probe",
+                "orderId": "o",
+                "amount": 100,
+                "currency": "EUR",
+                "gatewayToken": "tok_probe_000001",
+            },
+        )
+        produce(observed, [(b"pay-probe", encode(payment))])
+        deadline = time.monotonic() + 30
+        statuses = set()
+        while 503 not in statuses and time.monotonic() < deadline:
+            statuses.add(_get(base + "/readyz")[0])
+            time.sleep(0.1)
+        assert 503 in statuses
+        sandbox_gateway.gateway.available = True
+        read_topic(observed, observed.topic_results, expected=6, timeout=60)
+    finally:
+        assert worker.stop() == 0
