@@ -61,14 +61,14 @@ def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
         return _run_projection(settings)
     engine = create_database_engine(settings)
     revision, head = current_revision(engine, settings.database_schema), head_revision()
-    engine.dispose()
     if not schema_is_current(revision):
         logger.error(
             "the database schema needs migrating: run `payment-worker db upgrade`",
             extra={"revision": revision, "required": head},
         )
         return 2
-    health = _serve_operations(settings, create_database_engine(settings))
+    # The same engine answers the readiness probe's database check.
+    health = _serve_operations(settings, engine)
     logger.info(
         "payment worker starting",
         extra={

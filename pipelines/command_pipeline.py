@@ -10,17 +10,14 @@ transaction per checkpoint. The checkpoint first writes the staged Postgres chan
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from quixstreams import Application, message_context
+from quixstreams import Application
 from quixstreams.models import Topic
 from quixstreams.models.serializers import SerializationContext, Serializer
-from quixstreams.sinks import BaseSink
 
 from pipelines import metrics
+from pipelines.checkpoint import CheckpointSink, incoming_message
 from pipelines.command_processor import CommandProcessor
-from pipelines.records import Destination, IncomingMessage, OutgoingRecord
+from pipelines.records import Destination, OutgoingRecord
 from state.command_store import CommandStore
 
 
@@ -30,44 +27,6 @@ class OutgoingValueSerializer(Serializer):
     def __call__(self, value: OutgoingRecord, ctx: SerializationContext) -> bytes:
         # A dead letter whose body is withheld is published with an empty value.
         return value.value or b""
-
-
-class CheckpointSink(BaseSink):
-    """Writes the checkpoint's staged decisions to Postgres before Kafka commits.
-
-    ``add`` does nothing: the processor stages each decision itself, because the next
-    command of the same user must already see it. quixstreams calls ``flush`` at every
-    checkpoint, before the Kafka transaction commits, and a failure aborts that commit.
-    """
-
-    def __init__(self, store: CommandStore) -> None:
-        super().__init__()
-        self._store = store
-
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def flush(self) -> None:
-        started = time.perf_counter()
-        written = self._store.flush()
-        if written:
-            metrics.CHECKPOINT_COMMANDS.observe(written)
-            metrics.CHECKPOINT_WRITE_SECONDS.observe(time.perf_counter() - started)
-
-    def on_paused(self) -> None:
-        self._store.discard()
-
-
-def _incoming(value: bytes | None, key: bytes | None, headers: Any) -> IncomingMessage:
-    context = message_context()
-    return IncomingMessage(
-        topic=context.topic,
-        partition=context.partition,
-        offset=context.offset,
-        key=key,
-        value=value,
-        headers=[(name, bytes(data or b"")) for name, data in (headers or [])],
-    )
 
 
 def build_command_pipeline(
@@ -87,7 +46,9 @@ def build_command_pipeline(
     }
 
     records = app.dataframe(source).apply(
-        lambda value, key, timestamp, headers: processor.process(_incoming(value, key, headers)),
+        lambda value, key, timestamp, headers: processor.process(
+            incoming_message(value, key, headers)
+        ),
         metadata=True,
         expand=True,
     )
@@ -96,4 +57,4 @@ def build_command_pipeline(
         lambda value, key, timestamp, headers: outputs[value.destination],
         key=lambda value: value.key,
     )
-    records.sink(CheckpointSink(store))
+    records.sink(CheckpointSink(store, metrics.CHECKPOINT_COMMANDS))

@@ -6,7 +6,7 @@
 A quixstreams application of its own (its own consumer group, exactly-once, so it
 reads ``read_committed`` and its dead letters commit with its offsets). The view of
 each user is folded in memory within a checkpoint and written once per checkpoint by
-``ViewCheckpointSink``, before the Kafka transaction commits. If the process dies
+``CheckpointSink``, before the Kafka transaction commits. If the process dies
 between the two, the events are read again and skipped by their sequence number, so
 the view changes once per event.
 """
@@ -14,21 +14,20 @@ the view changes once per event.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, ValidationError
-from quixstreams import Application, message_context
+from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
-from quixstreams.sinks import BaseSink
 
 from config.kafka import connection_config
 from config.settings import Settings
 from domain.errors import InvalidMessage, InvalidReason
 from domain.projection import Gap, Verdict, ViewEvent, ViewPayload, advance
 from pipelines import metrics
+from pipelines.checkpoint import CheckpointSink, incoming_message
 from pipelines.command_pipeline import OutgoingValueSerializer
 from pipelines.dead_letters import dead_letter
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
@@ -179,44 +178,6 @@ class ProjectionProcessor:
         )
 
 
-class ViewCheckpointSink(BaseSink):
-    """Writes the checkpoint's views to Postgres before the Kafka transaction commits.
-
-    ``add`` does nothing: the processor stages each view itself, because the next event
-    of the same user must see it. quixstreams flushes every registered sink at each
-    checkpoint, whether or not records reached it, and a failure aborts the commit.
-    """
-
-    def __init__(self, store: ProjectionStore) -> None:
-        super().__init__()
-        self._store = store
-
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def flush(self) -> None:
-        started = time.perf_counter()
-        events = self._store.flush()
-        if events:
-            metrics.PROJECTION_CHECKPOINT_EVENTS.observe(events)
-            metrics.CHECKPOINT_WRITE_SECONDS.observe(time.perf_counter() - started)
-
-    def on_paused(self) -> None:
-        self._store.discard()
-
-
-def _incoming(value: bytes | None, key: bytes | None, headers: Any) -> IncomingMessage:
-    context = message_context()
-    return IncomingMessage(
-        topic=context.topic,
-        partition=context.partition,
-        offset=context.offset,
-        key=key,
-        value=value,
-        headers=[(name, bytes(data or b"")) for name, data in (headers or [])],
-    )
-
-
 def build_projection_pipeline(
     app: Application,
     processor: ProjectionProcessor,
@@ -229,13 +190,15 @@ def build_projection_pipeline(
     source = app.topic(events_topic, key_deserializer="bytes", value_deserializer="bytes")
     dlq = app.topic(dlq_topic, key_serializer="bytes", value_serializer=OutgoingValueSerializer())
     records = app.dataframe(source).apply(
-        lambda value, key, timestamp, headers: processor.process(_incoming(value, key, headers)),
+        lambda value, key, timestamp, headers: processor.process(
+            incoming_message(value, key, headers)
+        ),
         metadata=True,
         expand=True,
     )
     records = records.set_headers(lambda value, key, timestamp, headers: value.headers)
     records = records.to_topic(dlq, key=lambda value: value.key)
-    records.sink(ViewCheckpointSink(store))
+    records.sink(CheckpointSink(store, metrics.PROJECTION_CHECKPOINT_EVENTS))
 
 
 def build_projection(
