@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from tests.factories import add_payment_method, encode
-from tests.integration.stack import WorkerProcess, produce, read_topic
 
 USERS = 150
 COMMANDS_PER_USER = 16  # under the limit of 20 active methods

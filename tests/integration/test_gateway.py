@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from sandbox.gateway_server import SandboxGatewayServer
 from tests.factories import add_payment_method, command, encode
-from tests.integration.stack import WorkerProcess, produce, read_topic
 
 
 def _pay(payment_id: str, user_id: str | None, **instrument: str) -> dict[str, Any]:

@@ -17,19 +17,19 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
-from config.kafka import librdkafka_config
-from config.settings import ENV_PREFIX, Settings
-from pipelines.wiring import build_dependencies, build_worker
-from sandbox.gateway_server import SandboxGatewayServer
-from state.database import head_revision
-from tests.factories import add_payment_method, command, encode
-from tests.integration.stack import (
+from bench.harness import (
     REPOSITORY,
     WorkerProcess,
     produce,
     read_topic,
     settings_environment,
 )
+from config.kafka import librdkafka_config
+from config.settings import ENV_PREFIX, Settings
+from pipelines.wiring import build_dependencies, build_worker
+from sandbox.gateway_server import SandboxGatewayServer
+from state.database import head_revision
+from tests.factories import add_payment_method, command, encode
 
 
 def _cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

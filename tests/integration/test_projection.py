@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from config.settings import ENV_PREFIX, Settings
-from tests.factories import add_payment_method, command, encode
-from tests.integration.stack import (
+from bench.harness import (
     REPOSITORY,
     WorkerProcess,
     produce,
     read_topic,
     settings_environment,
 )
+from config.settings import ENV_PREFIX, Settings
+from tests.factories import add_payment_method, command, encode
 
 USERS = [f"user-{n:02d}" for n in range(20)]
 COMMANDS_PER_USER = 16

@@ -1,4 +1,4 @@
-"""Helpers that drive the real stack: a worker process, producing, reading topics."""
+"""Drives the real stack: a worker process, producing, reading topics (read_committed)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
@@ -66,8 +66,12 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
+        return self._started().pid
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("the worker process was not started")
+        return self._process
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -86,9 +90,9 @@ class WorkerProcess:
         return self._process.returncode
 
     def kill(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGKILL)
-        self._process.wait()
+        process = self._started()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -101,7 +105,8 @@ def produce(settings: Settings, records: Sequence[tuple[bytes | None, bytes | No
     )
     for key, value in records:
         producer.produce(settings.topic_commands, key=key, value=value)
-    assert producer.flush(30) == 0, "commands were not delivered to Kafka"
+    if producer.flush(30) != 0:
+        raise RuntimeError("commands were not delivered to Kafka")
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ class Record:
     headers: dict[str, bytes]
 
     def json(self) -> Any:
-        assert self.value is not None
+        if self.value is None:
+            raise ValueError(f"record {self.partition}/{self.offset} has no value")
         return json.loads(self.value)
 
 
