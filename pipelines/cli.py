@@ -28,7 +28,7 @@ from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.kafka_statistics import statistics_callback
 from pipelines.projection import build_projection
 from pipelines.topics import create_topics
-from pipelines.version import worker_version
+from pipelines.version import build_commit, worker_version
 from pipelines.wiring import build_dependencies, build_worker
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
@@ -88,7 +88,7 @@ def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve_operations(settings: Settings, engine: Engine) -> Health:
     """Build info, and /metrics, /healthz and /readyz on the metrics port."""
-    metrics.BUILD_INFO.info({"version": worker_version()})
+    metrics.BUILD_INFO.info({"version": worker_version(), "commit": build_commit()})
     health = Health(lambda: database_reachable(engine))
     if settings.metrics_port:
         serve_ops(settings.metrics_host, settings.metrics_port, health)

@@ -10,6 +10,8 @@ transaction per checkpoint. The checkpoint first writes the staged Postgres chan
 
 from __future__ import annotations
 
+from typing import Any
+
 from quixstreams import Application
 from quixstreams.models import Topic
 from quixstreams.models.serializers import SerializationContext, Serializer
@@ -17,6 +19,7 @@ from quixstreams.models.serializers import SerializationContext, Serializer
 from pipelines import metrics
 from pipelines.checkpoint import CheckpointSink, incoming_message
 from pipelines.command_processor import CommandProcessor
+from pipelines.kafka_transactions import CommitLatency
 from pipelines.records import Destination, OutgoingRecord
 from state.command_store import CommandStore
 
@@ -33,6 +36,7 @@ def build_command_pipeline(
     app: Application,
     processor: CommandProcessor,
     store: CommandStore,
+    latency: CommitLatency,
     *,
     commands_topic: str,
     output_topics: dict[Destination, str],
@@ -45,13 +49,13 @@ def build_command_pipeline(
         for destination, name in output_topics.items()
     }
 
-    records = app.dataframe(source).apply(
-        lambda value, key, timestamp, headers: processor.process(
-            incoming_message(value, key, headers)
-        ),
-        metadata=True,
-        expand=True,
-    )
+    def process(
+        value: bytes | None, key: bytes | None, timestamp: int, headers: Any
+    ) -> list[OutgoingRecord]:
+        latency.stage(timestamp)
+        return processor.process(incoming_message(value, key, headers))
+
+    records = app.dataframe(source).apply(process, metadata=True, expand=True)
     records = records.set_headers(lambda value, key, timestamp, headers: value.headers)
     records = records.to_topic(
         lambda value, key, timestamp, headers: outputs[value.destination],

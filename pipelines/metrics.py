@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-BUILD_INFO = Info("payment_worker_build", "Version of the running worker.")
+BUILD_INFO = Info("payment_worker_build", "Version and source commit of the running worker.")
 
 COMMANDS = Counter(
     "payment_worker_commands_total",
@@ -43,6 +43,25 @@ READY = Gauge(
 PIPELINE_RESTARTS = Counter(
     "payment_worker_pipeline_restarts_total",
     "Times the pipeline stopped on an unavailable dependency and started again.",
+)
+PROCESSING_LATENCY = Histogram(
+    "payment_worker_processing_latency_seconds",
+    "From a command's Kafka timestamp (when it was produced) until the Kafka transaction "
+    "holding its events and result committed, i.e. until read_committed consumers see them.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+KAFKA_TRANSACTIONS = Counter(
+    "payment_worker_kafka_transactions_total",
+    "Kafka transactions of checkpoints holding records, by outcome: committed, aborted "
+    "(the checkpoint was abandoned, e.g. a failed PostgreSQL write or a rebalance), "
+    "failed (the commit itself failed, e.g. the producer was fenced by a newer instance).",
+    ["outcome"],
+)
+POSTGRES_ERRORS = Counter(
+    "payment_worker_postgres_errors_total",
+    "PostgreSQL failures that made a checkpoint retry, by kind: conflict (another writer "
+    "stored a row of this batch first) or unavailable (connection lost or refused).",
+    ["kind"],
 )
 CHECKPOINT_COMMANDS = Histogram(
     "payment_worker_checkpoint_commands",
@@ -103,6 +122,11 @@ PROJECTION_IGNORED_TYPES = Counter(
 PROJECTION_GAPS = Counter(
     "payment_worker_projection_gaps_total",
     "Users whose events have a gap (a missing sequence number); their view is held.",
+)
+PROJECTION_LATENCY = Histogram(
+    "payment_worker_projection_latency_seconds",
+    "From an event's Kafka timestamp until the projection's transaction that applied it committed.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 PROJECTION_CHECKPOINT_EVENTS = Histogram(
     "payment_worker_projection_checkpoint_events",

@@ -31,6 +31,7 @@ from pipelines.checkpoint import CheckpointSink, incoming_message
 from pipelines.command_pipeline import OutgoingValueSerializer
 from pipelines.dead_letters import dead_letter
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
+from pipelines.kafka_transactions import CommitLatency, observe_transactions
 from pipelines.records import IncomingMessage, OutgoingRecord
 from pipelines.version import worker_version
 from pipelines.wiring import statistics_config
@@ -182,6 +183,7 @@ def build_projection_pipeline(
     app: Application,
     processor: ProjectionProcessor,
     store: ProjectionStore,
+    latency: CommitLatency,
     *,
     events_topic: str,
     dlq_topic: str,
@@ -189,13 +191,14 @@ def build_projection_pipeline(
     """Attach the projection to ``app``."""
     source = app.topic(events_topic, key_deserializer="bytes", value_deserializer="bytes")
     dlq = app.topic(dlq_topic, key_serializer="bytes", value_serializer=OutgoingValueSerializer())
-    records = app.dataframe(source).apply(
-        lambda value, key, timestamp, headers: processor.process(
-            incoming_message(value, key, headers)
-        ),
-        metadata=True,
-        expand=True,
-    )
+
+    def process(
+        value: bytes | None, key: bytes | None, timestamp: int, headers: Any
+    ) -> list[OutgoingRecord]:
+        latency.stage(timestamp)
+        return processor.process(incoming_message(value, key, headers))
+
+    records = app.dataframe(source).apply(process, metadata=True, expand=True)
     records = records.set_headers(lambda value, key, timestamp, headers: value.headers)
     records = records.to_topic(dlq, key=lambda value: value.key)
     records.sink(CheckpointSink(store, metrics.PROJECTION_CHECKPOINT_EVENTS))
@@ -236,12 +239,15 @@ def build_projection(
         loglevel=None,
         producer_extra_config=producer_config,
     )
+    latency = CommitLatency(metrics.PROJECTION_LATENCY)
+    observe_transactions(app, latency)
     build_projection_pipeline(
         app,
         ProjectionProcessor(
             store, consumer_group=settings.projection_consumer_group, version=worker_version()
         ),
         store,
+        latency,
         events_topic=settings.topic_events,
         dlq_topic=settings.projection_dlq_topic(),
     )

@@ -19,10 +19,12 @@ from clients.http import ResilientHttp, build_http_client
 from clients.user_service import ProfileLookup
 from config.kafka import connection_config
 from config.settings import Settings
+from pipelines import metrics
 from pipelines.command_pipeline import build_command_pipeline
 from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
+from pipelines.kafka_transactions import CommitLatency, observe_transactions
 from pipelines.version import worker_version
 from state.command_store import CommandStore
 from state.database import create_database_engine
@@ -111,10 +113,13 @@ def build_worker(
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),
     )
+    latency = CommitLatency(metrics.PROCESSING_LATENCY)
+    observe_transactions(app, latency)
     build_command_pipeline(
         app,
         processor,
         store,
+        latency,
         commands_topic=settings.topic_commands,
         output_topics={
             "events": settings.topic_events,

@@ -9,8 +9,8 @@ fails, the redelivered commands find their stored outcome in the inbox and re-em
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -19,10 +19,10 @@ from uuid import UUID
 from sqlalchemy import Engine, Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from domain.errors import TransientError
 from domain.model import Decision, Payment, PaymentMethod, StreamState
+from state.errors import database_errors
 from state.tables import (
     event_streams,
     gateway_customers,
@@ -65,16 +65,8 @@ class ConcurrentWriteError(TransientError):
     """Another worker wrote first; this checkpoint is retried from its first command."""
 
 
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    """Database failures are transient: the pipeline waits and retries the batch."""
-    try:
-        yield
-    except IntegrityError:
-        # A row this batch creates exists already: another worker stored it first.
-        raise ConcurrentWriteError("another worker stored part of this batch first") from None
-    except (OperationalError, InterfaceError) as error:
-        raise TransientError(f"database unavailable ({type(error.orig).__name__})") from None
+def _database_errors() -> AbstractContextManager[None]:
+    return database_errors(ConcurrentWriteError)
 
 
 class CommandStore:

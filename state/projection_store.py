@@ -17,8 +17,7 @@ Writes go out once per checkpoint, in one transaction, like ``state.command_stor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,11 +42,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from config.settings import Settings
 from domain.errors import TransientError
 from domain.projection import Gap, MethodView, UserView
+from state.errors import database_errors
 
 metadata = MetaData()
 
@@ -123,14 +123,8 @@ class ConcurrentViewWriteError(TransientError):
     """Another projection instance wrote one of these users first; the batch is retried."""
 
 
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    try:
-        yield
-    except IntegrityError:
-        raise ConcurrentViewWriteError("another projection instance wrote first") from None
-    except (OperationalError, InterfaceError) as error:
-        raise TransientError(f"database unavailable ({type(error.orig).__name__})") from None
+def _database_errors() -> AbstractContextManager[None]:
+    return database_errors(ConcurrentViewWriteError)
 
 
 @dataclass(frozen=True, slots=True)

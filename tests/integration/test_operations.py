@@ -213,6 +213,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _sample(text_metrics: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)"
+    found = re.search(pattern, text_metrics)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_metrics_and_probes_during_a_run(
     settings: Settings, tmp_path: Path, sandbox_gateway: SandboxGatewayServer
 ) -> None:
@@ -250,7 +257,16 @@ def test_metrics_and_probes_during_a_run(
         lags = re.findall(lag_sample + r" (\S+)", text_metrics)
         assert [float(lag) for lag in lags] == [0.0, 0.0, 0.0]
         assert "payment_worker_checkpoint_write_seconds_count" in text_metrics
-        assert "payment_worker_build_info" in text_metrics
+        assert _sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 5
+        assert (
+            _sample(text_metrics, "payment_worker_kafka_transactions_total", 'outcome="committed"')
+            >= 1
+        )
+        build = re.search(
+            r'payment_worker_build_info\{commit="([^"]+)",version="[^"]+"\} 1.0', text_metrics
+        )
+        assert build is not None, text_metrics
+        assert re.fullmatch(r"[0-9a-f]{12}", build.group(1))
 
         # A gateway outage: the pipeline backs off and the worker says it is not ready.
         sandbox_gateway.gateway.available = False
@@ -274,5 +290,12 @@ def test_metrics_and_probes_during_a_run(
         assert 503 in statuses
         sandbox_gateway.gateway.available = True
         read_topic(observed, observed.topic_results, expected=6, timeout=60)
+        # The checkpoint that met the outage was abandoned, and retried once it was over.
+        _, text_metrics = _get(base + "/metrics")
+        assert (
+            _sample(text_metrics, "payment_worker_kafka_transactions_total", 'outcome="aborted"')
+            >= 1
+        )
+        assert _sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 6
     finally:
         assert worker.stop() == 0
