@@ -89,6 +89,16 @@ class WorkerProcess:
                 self._process.wait()
         return self._process.returncode
 
+    def send_signal(self, signum: int) -> None:
+        self._started().send_signal(signum)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if it is still running after ``timeout`` seconds."""
+        try:
+            return self._started().wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def kill(self) -> None:
         process = self._started()
         process.send_signal(signal.SIGKILL)

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     # a checkpoint commits, so this bounds the added latency of every command.
     commit_interval_seconds: float = Field(default=0.1, gt=0)
     commit_every: int = Field(default=5000, ge=0)
+    # SIGTERM/SIGINT: time to commit the current batch and leave the group before the
+    # process exits anyway (uncommitted work is then redelivered). Keep it below the
+    # orchestrator's grace period (terminationGracePeriodSeconds: 60 in deploy/).
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     # A worker killed mid-transaction leaves it open until this timeout, and
     # read_committed consumers of the partitions it wrote to wait until then. Keep it

@@ -27,6 +27,7 @@ from pipelines.health import Health, serve_ops
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.kafka_statistics import statistics_callback
 from pipelines.projection import build_projection
+from pipelines.shutdown import GracefulShutdown
 from pipelines.topics import create_topics
 from pipelines.version import build_commit, worker_version
 from pipelines.wiring import build_dependencies, build_worker
@@ -105,16 +106,20 @@ def _run_until_stopped(settings: Settings, health: Health) -> None:
     """
     dependencies = build_dependencies(settings)
     on_statistics = statistics_callback(health.kafka)
-    _run_restarting(lambda: build_worker(settings, dependencies, on_statistics), health)
+    _run_restarting(lambda: build_worker(settings, dependencies, on_statistics), health, settings)
 
 
-def _run_restarting(build: Callable[[], Application], health: Health) -> None:
+def _run_restarting(build: Callable[[], Application], health: Health, settings: Settings) -> None:
+    shutdown = GracefulShutdown(settings.shutdown_timeout_seconds)
+    shutdown.install()
     delay = RESTART_DELAY_SECONDS
-    while True:
+    while not shutdown.requested:
         started = time.monotonic()
         try:
             health.pipeline("running")
-            build().run()
+            app = build()
+            shutdown.attach(app)
+            app.run()
             health.pipeline("stopping")
             return
         except TransientError as error:
@@ -126,7 +131,9 @@ def _run_restarting(build: Callable[[], Application], health: Health) -> None:
                 "a dependency is unavailable; the pipeline restarts from its last commit",
                 extra={"error": str(error), "retryInSeconds": round(delay, 1)},
             )
-            time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+            if shutdown.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter
+                health.pipeline("stopping")
+                return
             delay = min(delay * 2, RESTART_DELAY_MAX_SECONDS)
 
 
@@ -152,7 +159,9 @@ def _run_projection(settings: Settings) -> int:
     # app, so a failed checkpoint leaves nothing staged behind.
     on_statistics = statistics_callback(health.kafka)
     _run_restarting(
-        lambda: build_projection(settings, ProjectionStore(engine), on_statistics), health
+        lambda: build_projection(settings, ProjectionStore(engine), on_statistics),
+        health,
+        settings,
     )
     logger.info("payment view projection stopped")
     return 0
