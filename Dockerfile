@@ -1,22 +1,25 @@
 # syntax=docker/dockerfile:1
 # payment-worker: the Payment Service's headless Kafka worker.
 #
-#   docker build -t payment-worker .
+#   docker build -t payment-worker --build-arg PAYMENT_WORKER_BUILD_COMMIT="$(git rev-parse --short=12 HEAD)" .
 #   docker run --rm payment-worker db upgrade          # once per deploy, before the workers
 #   docker run --rm payment-worker topics create       # once per cluster
 #   docker run -d -p 9108:9108 payment-worker          # the worker (run worker)
+#   docker run -d payment-worker run projection        # the User Service's payment view
 #
 # Settings come from PAYMENT_WORKER_* variables and secret files (see README.md).
+# tests/unit/test_container.py checks this file against pyproject.toml and the code;
+# scripts/lint-dockerfile lints it.
 
 # --- builder: build the wheel and install it with its dependencies into a venv ---------
-FROM python:3.11-slim AS builder
+FROM python:3.11-slim-bookworm AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN python -m venv /opt/venv
 WORKDIR /src
+# The packages of pyproject.toml's [tool.setuptools] packages, and nothing else.
 COPY pyproject.toml README.md ./
 COPY config ./config
 COPY schemas ./schemas
@@ -25,12 +28,13 @@ COPY state ./state
 COPY pipelines ./pipelines
 COPY clients ./clients
 COPY sandbox ./sandbox
-RUN /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
+# pip compiles the modules as it installs them: with a read-only root file system the
+# worker could not write the bytecode at start-up.
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl
 
 # --- runtime: the venv only, no compilers, no sources, not root -----------------------
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid worker --no-create-home \
@@ -38,18 +42,25 @@ RUN groupadd --system --gid 10001 worker \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# The source commit, shown in the payment_worker_build_info metric.
+ARG PAYMENT_WORKER_BUILD_COMMIT=unknown
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    PAYMENT_WORKER_BUILD_COMMIT=$PAYMENT_WORKER_BUILD_COMMIT
 
+# Numeric, so Kubernetes' runAsNonRoot can verify it without resolving the name.
 USER 10001:10001
 
-# Prometheus metrics (PAYMENT_WORKER_METRICS_PORT); the worker has no other port.
+# /metrics, /healthz and /readyz (PAYMENT_WORKER_METRICS_PORT); the worker has no other port.
 EXPOSE 9108
 
-# Healthy while the metrics endpoint answers; assumes the default metrics port.
+# Liveness: /healthz on the metrics port, the one PAYMENT_WORKER_METRICS_PORT names (set in
+# the environment; 9108 otherwise). Not /readyz: a worker waiting out a Kafka or
+# PostgreSQL outage is alive, and restarting it would not help. urlopen raises on any
+# answer but 2xx, and on no answer, so the check fails then.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/metrics', timeout=4).read()"]
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PAYMENT_WORKER_METRICS_PORT', '9108'), timeout=4)"]
 
 ENTRYPOINT ["payment-worker"]
 CMD ["run", "worker"]

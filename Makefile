@@ -36,6 +36,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	scripts/lint-dockerfile
 
 unit: install
 	$(BIN)/pytest tests/unit
