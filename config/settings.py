@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # a checkpoint commits, so this bounds the added latency of every command.
     commit_interval_seconds: float = Field(default=0.1, gt=0)
     commit_every: int = Field(default=5000, ge=0)
+    # Keys whose state (and recent command ids) stay cached between checkpoints; about
+    # 2-5 KiB each. Writes are fenced, so the cache never needs to be told of rebalances.
+    state_cache_keys: int = Field(default=50_000, ge=1)
     # SIGTERM/SIGINT: time to commit the current batch and leave the group before the
     # process exits anyway (uncommitted work is then redelivered). Keep it below the
     # orchestrator's grace period (terminationGracePeriodSeconds: 60 in deploy/).

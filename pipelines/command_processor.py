@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 class DecisionStore(Protocol):
     """What the processor needs from the store (``state.command_store.CommandStore``)."""
 
-    def processed_command(self, command_id: UUID) -> ProcessedCommand | None: ...
+    def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None: ...
 
     def stream_state(
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
@@ -80,11 +80,11 @@ class CommandProcessor:
             return self._invalid(message, error)
 
         digest = canonical_sha256(command)
-        stored = self._store.processed_command(command.command_id)
+        key = command.user_id or (message.key or b"").decode("utf-8", "replace")
+        stored = self._store.processed_command(command.command_id, key)
         if stored is not None:
             return self._redelivered(message, command, digest, stored)
 
-        key = command.user_id or (message.key or b"").decode("utf-8", "replace")
         state = self._store.stream_state(
             key, named_payment_method_ids(command), named_payment_ids(command)
         )

@@ -6,7 +6,7 @@ Nothing is built at import time; the CLI calls these functions once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from pipelines.gateway_effects import GatewayEffects
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.kafka_transactions import CommitLatency, observe_transactions
 from pipelines.version import worker_version
-from state.command_store import CommandStore
+from state.command_store import CommandStore, WriteConflicts
 from state.database import create_database_engine
 
 
@@ -52,6 +52,7 @@ class Dependencies:
     engine: Engine
     gateway: PaymentGateway
     profiles: ProfileLookup
+    write_conflicts: WriteConflicts = field(default_factory=WriteConflicts)
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
@@ -105,7 +106,11 @@ def build_worker(
         loglevel=None,
         producer_extra_config=_producer_config(settings),
     )
-    store = CommandStore(dependencies.engine)
+    store = CommandStore(
+        dependencies.engine,
+        cached_keys=settings.state_cache_keys,
+        conflicts=dependencies.write_conflicts,
+    )
     processor = CommandProcessor(
         store,
         GatewayEffects(dependencies.gateway, dependencies.profiles),

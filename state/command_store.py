@@ -5,18 +5,30 @@ must see the effects of the commands before it in the same batch, and Postgres i
 written once per checkpoint (one transaction), not once per command. The Kafka
 transaction of the same checkpoint commits only after this write succeeds; if it then
 fails, the redelivered commands find their stored outcome in the inbox and re-emit it.
+
+A key's state, and the ids of its recent commands, stay cached across checkpoints while
+this worker keeps them: reading them once per key instead of once per command is what
+lets the worker keep up. The cache is safe without knowing about rebalances, because
+every write is fenced. A key's event sequence is its version: a checkpoint advances it
+only from the value it read (``UPDATE ... WHERE last_sequence = read``), and the inbox
+takes a command id only once. If another worker wrote in between, for example while this
+one was paused and lost its partitions, the checkpoint fails, and the pipeline restarts
+from its last commit with an empty cache. Ids that clashed are remembered in
+``WriteConflicts``, which outlives the restart, so the retry looks them up instead of
+deciding them again.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, Row, delete, func, select, update
+from sqlalchemy import Engine, Row, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
@@ -57,6 +69,23 @@ def _payment_from_row(row: Row[Any]) -> Payment:
     return Payment(**{column: row._mapping[column] for column in Payment.__slots__})
 
 
+def _processed_from_row(row: Row[Any]) -> ProcessedCommand:
+    values = row._mapping
+    return ProcessedCommand(
+        command_id=values["command_id"],
+        payload_sha256=bytes(values["payload_sha256"]),
+        stream_key=values["stream_key"],
+        source_topic=values["source_topic"],
+        source_partition=values["source_partition"],
+        source_offset=values["source_offset"],
+        command_type=values["command_type"],
+        status=values["status"],
+        result_value=bytes(values["result_value"]),
+        event_values=tuple(bytes(value) for value in values["event_values"]),
+        processed_at=values["processed_at"],
+    )
+
+
 def _as_row(value: PaymentMethod | Payment) -> dict[str, Any]:
     return {column: getattr(value, column) for column in type(value).__slots__}
 
@@ -69,11 +98,50 @@ def _database_errors() -> AbstractContextManager[None]:
     return database_errors(ConcurrentWriteError)
 
 
+@dataclass(slots=True)
+class WriteConflicts:
+    """Command ids another writer stored first; they outlive a pipeline restart, so the
+    retried checkpoint reads their stored outcome instead of deciding them again."""
+
+    command_ids: set[UUID] = field(default_factory=set)
+
+    def remember(self, command_ids: Iterable[UUID]) -> None:
+        if len(self.command_ids) > _MAX_REMEMBERED_CONFLICTS:
+            # Bounded memory; forgetting only costs another failed checkpoint.
+            self.command_ids.clear()
+        self.command_ids.update(command_ids)
+
+
+_MAX_REMEMBERED_CONFLICTS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownStream:
+    """A key as it is in Postgres: its state and the ids of its recent commands."""
+
+    state: StreamState
+    command_ids: frozenset[UUID]
+
+
 class CommandStore:
     """The per-checkpoint unit of work over the inbox and the payment method tables."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        cached_keys: int = 50_000,
+        recent_commands: int = 1_000,
+        conflicts: WriteConflicts | None = None,
+    ) -> None:
         self._engine = engine
+        self._cached_keys = cached_keys
+        self._recent_commands = recent_commands
+        self._conflicts = conflicts if conflicts is not None else WriteConflicts()
+        self._reader: Connection | None = None
+        # Committed state per key, least recently used first.
+        self._known: OrderedDict[str, _KnownStream] = OrderedDict()
+        # This checkpoint's decisions, not yet in Postgres.
         self._streams: dict[str, StreamState] = {}
         self._commands: dict[UUID, ProcessedCommand] = {}
         self._changed_methods: dict[str, PaymentMethod] = {}
@@ -88,32 +156,34 @@ class CommandStore:
     def pending_commands(self) -> int:
         return len(self._commands)
 
+    @property
+    def cached_keys(self) -> int:
+        return len(self._known)
+
     # --- reads -------------------------------------------------------------------------
 
-    def processed_command(self, command_id: UUID) -> ProcessedCommand | None:
+    def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None:
+        """The stored outcome of ``command_id``, if it was processed before.
+
+        Only a command id among the key's recent ones, or one that clashed before, costs
+        a query; an id used earlier under another key, or long ago, is caught by the
+        inbox's primary key when the checkpoint is written (see the module docstring).
+        """
         pending = self._commands.get(command_id)
         if pending is not None:
             return pending
-        with _database_errors(), self._engine.connect() as connection:
-            row = connection.execute(
-                select(processed_commands).where(processed_commands.c.command_id == command_id)
-            ).one_or_none()
-        if row is None:
+        known = self._known_stream(key)
+        if command_id not in known.command_ids and command_id not in self._conflicts.command_ids:
             return None
-        values = row._mapping
-        return ProcessedCommand(
-            command_id=values["command_id"],
-            payload_sha256=bytes(values["payload_sha256"]),
-            stream_key=values["stream_key"],
-            source_topic=values["source_topic"],
-            source_partition=values["source_partition"],
-            source_offset=values["source_offset"],
-            command_type=values["command_type"],
-            status=values["status"],
-            result_value=bytes(values["result_value"]),
-            event_values=tuple(bytes(value) for value in values["event_values"]),
-            processed_at=values["processed_at"],
-        )
+        with _database_errors():
+            row = (
+                self._read()
+                .execute(
+                    select(processed_commands).where(processed_commands.c.command_id == command_id)
+                )
+                .one_or_none()
+            )
+        return None if row is None else _processed_from_row(row)
 
     def stream_state(
         self,
@@ -127,54 +197,95 @@ class CommandStore:
         belongs to another key is reported in ``taken_payment_method_ids``.
         ``named_payment_ids`` are payments the command names, loaded whoever owns them.
         """
-        state = self._streams.get(key)
-        with _database_errors(), self._engine.connect() as connection:
-            if state is None:
-                state = self._load_stream(connection, key)
-                self._streams[key] = state
-            own_ids = {method.payment_method_id for method in state.methods}
-            foreign = [pid for pid in named_payment_method_ids if pid not in own_ids]
-            taken = self._taken_ids(connection, key, foreign) if foreign else frozenset()
-            payment_ids = list(named_payment_ids)
-            named_payments = self._payments(connection, payment_ids) if payment_ids else ()
+        state = self._streams.get(key) or self._known_stream(key).state
+        own_ids = {method.payment_method_id for method in state.methods}
+        foreign = [pid for pid in named_payment_method_ids if pid not in own_ids]
+        payment_ids = list(named_payment_ids)
+        if not foreign and not payment_ids:
+            return state
+        with _database_errors():
+            taken = self._taken_ids(key, foreign) if foreign else frozenset()
+            named_payments = self._payments(payment_ids) if payment_ids else ()
         return replace(state, taken_payment_method_ids=taken, payments=named_payments)
 
-    def _payments(self, connection: Connection, ids: list[str]) -> tuple[Payment, ...]:
+    def _read(self) -> Connection:
+        """One autocommit connection for reads: no pool checkout (and ping) per query."""
+        if self._reader is None or self._reader.closed or self._reader.invalidated:
+            self._reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._reader
+
+    def _known_stream(self, key: str) -> _KnownStream:
+        known = self._known.get(key)
+        if known is not None:
+            self._known.move_to_end(key)
+            return known
+        with _database_errors():
+            known = self._load_stream(key)
+        self._remember(key, known)
+        return known
+
+    def _remember(self, key: str, known: _KnownStream) -> None:
+        self._known[key] = known
+        self._known.move_to_end(key)
+        while len(self._known) > self._cached_keys:
+            self._known.popitem(last=False)
+
+    def _payments(self, ids: list[str]) -> tuple[Payment, ...]:
         found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
         missing = [pid for pid in ids if pid not in found]
         if missing:
-            rows = connection.execute(select(payments).where(payments.c.payment_id.in_(missing)))
+            rows = self._read().execute(select(payments).where(payments.c.payment_id.in_(missing)))
             loaded = {row.payment_id: _payment_from_row(row) for row in rows}
             self._loaded_payments.update(loaded)
             found.update(loaded)
         return tuple(found[pid] for pid in ids if pid in found)
 
-    def _load_stream(self, connection: Connection, key: str) -> StreamState:
+    def _load_stream(self, key: str) -> _KnownStream:
+        connection = self._read()
         rows = connection.execute(
             select(payment_methods)
             .where(payment_methods.c.user_id == key)
             .order_by(payment_methods.c.created_at, payment_methods.c.payment_method_id)
         ).all()
-        last_sequence = connection.execute(
-            select(event_streams.c.last_sequence).where(event_streams.c.stream_key == key)
-        ).scalar_one_or_none()
-        customer_id = connection.execute(
-            select(gateway_customers.c.customer_id).where(gateway_customers.c.user_id == key)
-        ).scalar_one_or_none()
-        return StreamState(
-            key=key,
-            last_sequence=last_sequence or 0,
-            methods=tuple(_method_from_row(row) for row in rows),
-            gateway_customer_id=customer_id,
+        recent = (
+            select(processed_commands.c.command_id)
+            .where(processed_commands.c.stream_key == key)
+            .order_by(processed_commands.c.processed_at.desc())
+            .limit(self._recent_commands)
+            .subquery()
+        )
+        last_sequence, customer_id, command_ids = connection.execute(
+            select(
+                select(event_streams.c.last_sequence)
+                .where(event_streams.c.stream_key == key)
+                .scalar_subquery(),
+                select(gateway_customers.c.customer_id)
+                .where(gateway_customers.c.user_id == key)
+                .scalar_subquery(),
+                select(func.array_agg(recent.c.command_id)).scalar_subquery(),
+            )
+        ).one()
+        return _KnownStream(
+            state=StreamState(
+                key=key,
+                last_sequence=last_sequence or 0,
+                methods=tuple(_method_from_row(row) for row in rows),
+                gateway_customer_id=customer_id,
+            ),
+            command_ids=frozenset(command_ids or ()),
         )
 
-    def _taken_ids(self, connection: Connection, key: str, ids: list[str]) -> frozenset[str]:
+    def _taken_ids(self, key: str, ids: list[str]) -> frozenset[str]:
         pending = {pid for pid in ids if pid in self._changed_methods}
-        stored = connection.execute(
-            select(payment_methods.c.payment_method_id).where(
-                payment_methods.c.payment_method_id.in_(ids), payment_methods.c.user_id != key
+        stored = (
+            self._read()
+            .execute(
+                select(payment_methods.c.payment_method_id).where(
+                    payment_methods.c.payment_method_id.in_(ids), payment_methods.c.user_id != key
+                )
             )
-        ).scalars()
+            .scalars()
+        )
         return frozenset(pending | set(stored))
 
     # --- writes ------------------------------------------------------------------------
@@ -182,7 +293,7 @@ class CommandStore:
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
         """Stage one decision; nothing reaches Postgres before ``flush``."""
         self._commands[processed.command_id] = processed
-        state = self._streams.get(key) or StreamState(key=key)
+        state = self._streams.get(key) or self._known_stream(key).state
         methods = {method.payment_method_id: method for method in state.methods}
         for method in decision.changed_methods:
             methods[method.payment_method_id] = method
@@ -206,9 +317,8 @@ class CommandStore:
     def flush(self) -> int:
         """Write every staged decision in one transaction; returns the command count.
 
-        The inbox insert has no ON CONFLICT clause on purpose: if another worker already
-        stored one of these commands (this one lost its partitions while paused), the
-        whole transaction fails instead of applying a command twice.
+        The transaction fails, and nothing of it is applied, if another writer stored
+        one of these commands or advanced one of these keys since this worker read it.
         """
         if not self._commands:
             self.discard()
@@ -216,32 +326,61 @@ class CommandStore:
         count = len(self._commands)
         try:
             with _database_errors(), self._engine.begin() as connection:
-                connection.execute(
-                    insert(processed_commands),
-                    [
-                        {
-                            "command_id": command.command_id,
-                            "payload_sha256": command.payload_sha256,
-                            "stream_key": command.stream_key,
-                            "source_topic": command.source_topic,
-                            "source_partition": command.source_partition,
-                            "source_offset": command.source_offset,
-                            "command_type": command.command_type,
-                            "status": command.status,
-                            "result_value": command.result_value,
-                            "event_values": list(command.event_values),
-                            "processed_at": command.processed_at,
-                        }
-                        for command in self._commands.values()
-                    ],
-                )
+                self._write_inbox(connection)
+                self._write_sequences(connection)
                 self._write_methods(connection)
                 self._write_payments(connection)
                 self._write_customers(connection)
-                self._write_sequences(connection)
+        except ConcurrentWriteError:
+            self._known.clear()
+            raise
+        else:
+            self._commit_to_cache()
         finally:
             self.discard()
         return count
+
+    def _commit_to_cache(self) -> None:
+        new_ids: dict[str, set[UUID]] = {}
+        for command in self._commands.values():
+            new_ids.setdefault(command.stream_key, set()).add(command.command_id)
+        for key, state in self._streams.items():
+            before = self._known.get(key)
+            ids = (before.command_ids if before is not None else frozenset()) | new_ids.get(
+                key, set()
+            )
+            if len(ids) > self._recent_commands:
+                # Read again (the newest ids only) when next needed, to bound memory.
+                self._known.pop(key, None)
+                continue
+            self._remember(key, _KnownStream(state, ids))
+
+    def _write_inbox(self, connection: Connection) -> None:
+        stored = connection.execute(
+            insert(processed_commands)
+            .on_conflict_do_nothing(index_elements=[processed_commands.c.command_id])
+            .returning(processed_commands.c.command_id),
+            [
+                {
+                    "command_id": command.command_id,
+                    "payload_sha256": command.payload_sha256,
+                    "stream_key": command.stream_key,
+                    "source_topic": command.source_topic,
+                    "source_partition": command.source_partition,
+                    "source_offset": command.source_offset,
+                    "command_type": command.command_type,
+                    "status": command.status,
+                    "result_value": command.result_value,
+                    "event_values": list(command.event_values),
+                    "processed_at": command.processed_at,
+                }
+                for command in self._commands.values()
+            ],
+        ).scalars()
+        clashed = set(self._commands) - set(stored)
+        if clashed:
+            self._conflicts.remember(clashed)
+            raise ConcurrentWriteError(f"{len(clashed)} command(s) were stored by another writer")
 
     def _write_methods(self, connection: Connection) -> None:
         if not self._changed_methods:
@@ -313,22 +452,43 @@ class CommandStore:
             )
 
     def _write_sequences(self, connection: Connection) -> None:
+        """Advance each key's sequence from the value this worker read, and only from it."""
         if not self._changed_sequences:
             return
-        statement = insert(event_streams)
-        connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[event_streams.c.stream_key],
-                set_={"last_sequence": statement.excluded.last_sequence},
-            ),
-            [
-                {"stream_key": key, "last_sequence": sequence}
-                for key, sequence in self._changed_sequences.items()
-            ],
-        )
+        new_keys: list[dict[str, Any]] = []
+        advanced: list[tuple[str, int, int]] = []
+        for key, sequence in self._changed_sequences.items():
+            read = self._known[key].state.last_sequence if key in self._known else 0
+            if read == 0:
+                new_keys.append({"stream_key": key, "last_sequence": sequence})
+            else:
+                advanced.append((key, read, sequence))
+        if new_keys:
+            # A plain INSERT: a row that appeared meanwhile fails the transaction.
+            connection.execute(insert(event_streams), new_keys)
+        if advanced:
+            keys, reads, sequences = (list(column) for column in zip(*advanced, strict=True))
+            updated = connection.execute(
+                text(
+                    "UPDATE event_streams AS e SET last_sequence = v.sequence"
+                    " FROM unnest(CAST(:keys AS text[]), CAST(:reads AS bigint[]),"
+                    " CAST(:sequences AS bigint[])) AS v(key, read, sequence)"
+                    " WHERE e.stream_key = v.key AND e.last_sequence = v.read"
+                ),
+                {"keys": keys, "reads": reads, "sequences": sequences},
+            )
+            if updated.rowcount != len(advanced):
+                raise ConcurrentWriteError("another writer advanced a key of this batch")
 
     def discard(self) -> None:
-        """Forget staged decisions (after a flush, or when the checkpoint is abandoned)."""
+        """Forget staged decisions (after a flush, or when the checkpoint is abandoned).
+
+        The read connection goes back to the pool once per checkpoint, so a store that
+        is dropped with its pipeline leaves no connection checked out for long.
+        """
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._streams.clear()
         self._commands.clear()
         self._changed_methods.clear()

@@ -58,8 +58,11 @@ def upgrade_schema(engine: Engine, schema: str) -> None:
         # The schema name is validated by Settings (a plain identifier), so quoting it
         # into DDL is safe.
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    with engine.begin() as connection:
+    # Not inside a transaction of ours: Alembic opens one per migration, and a migration
+    # that builds an index CONCURRENTLY runs outside any (autocommit_block).
+    with engine.connect() as connection:
         command.upgrade(_alembic_config(connection, schema), "head")
+        connection.commit()
 
 
 def _scripts() -> ScriptDirectory:

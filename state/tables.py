@@ -88,6 +88,8 @@ processed_commands = Table(
     Column("result_value", BYTEA, nullable=False),
     Column("event_values", ARRAY(BYTEA), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
+    # A key's recent commands are read with its state (state.command_store).
+    Index("ix_processed_commands_stream_recent", "stream_key", "processed_at"),
 )
 
 # Payments keep no personal data; user_id is NULL for a guest until linked to an account.

@@ -24,7 +24,7 @@ class MemoryStore:
         self.sequences: dict[str, int] = {}
         self.customers: dict[str, str | None] = {}
 
-    def processed_command(self, command_id: UUID) -> ProcessedCommand | None:
+    def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None:
         return self.commands.get(command_id)
 
     def stream_state(
