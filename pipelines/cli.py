@@ -13,10 +13,15 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from confluent_kafka import KafkaException
 from quixstreams import Application
+from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
+from quixstreams.internal_producer import KafkaProducerTransactionCommitFailed
+from quixstreams.kafka.exceptions import BaseKafkaException
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
@@ -55,13 +60,29 @@ RESTART_DELAY_SECONDS = 1.0
 RESTART_DELAY_MAX_SECONDS = 30.0
 # A pipeline that ran this long before failing starts its back-off from the beginning.
 RESTART_RESET_AFTER_SECONDS = 60.0
+# How long start-up waits for PostgreSQL to answer before giving up.
+DATABASE_WAIT_SECONDS = 120.0
+# Failures the pipeline recovers from by starting again from its last commit: an
+# unavailable dependency, and Kafka errors that leave the client unusable (a broker
+# restart timing out a transaction, a producer fenced after a long pause). A new
+# application gets new clients; exactly-once holds because nothing uncommitted counts.
+RESTARTABLE_FAILURES: tuple[type[Exception], ...] = (
+    TransientError,
+    KafkaException,
+    BaseKafkaException,
+    KafkaProducerTransactionCommitFailed,
+    CheckpointProducerTimeout,
+)
+
+T = TypeVar("T")
 
 
 def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.pipeline == "projection":
         return _run_projection(settings)
     engine = create_database_engine(settings)
-    revision, head = current_revision(engine, settings.database_schema), head_revision()
+    revision = _once_database_answers(lambda: current_revision(engine, settings.database_schema))
+    head = head_revision()
     if not schema_is_current(revision):
         logger.error(
             "the database schema needs migrating: run `payment-worker db upgrade`",
@@ -85,6 +106,28 @@ def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
     _run_until_stopped(settings, health)
     logger.info("payment worker stopped")
     return 0
+
+
+def _once_database_answers(read: Callable[[], T]) -> T:
+    """Run a start-up read, retrying while PostgreSQL is starting or briefly away.
+
+    Workers often start together with their database (a deploy, a node restart); a
+    wrong address still fails, after ``DATABASE_WAIT_SECONDS``.
+    """
+    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
+    delay = RESTART_DELAY_SECONDS
+    while True:
+        try:
+            return read()
+        except OperationalError as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning(
+                "PostgreSQL is not reachable yet; retrying",
+                extra={"error": type(error.orig).__name__, "retryInSeconds": delay},
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _serve_operations(settings: Settings, engine: Engine) -> Health:
@@ -122,14 +165,18 @@ def _run_restarting(build: Callable[[], Application], health: Health, settings: 
             app.run()
             health.pipeline("stopping")
             return
-        except TransientError as error:
+        except RESTARTABLE_FAILURES as error:
             health.pipeline("backing_off")
             if time.monotonic() - started > RESTART_RESET_AFTER_SECONDS:
                 delay = RESTART_DELAY_SECONDS
             metrics.PIPELINE_RESTARTS.inc()
             logger.warning(
                 "a dependency is unavailable; the pipeline restarts from its last commit",
-                extra={"error": str(error), "retryInSeconds": round(delay, 1)},
+                extra={
+                    "error": str(error),
+                    "errorType": type(error).__name__,
+                    "retryInSeconds": round(delay, 1),
+                },
             )
             if shutdown.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter
                 health.pipeline("stopping")
@@ -140,7 +187,7 @@ def _run_restarting(build: Callable[[], Application], health: Health, settings: 
 def _run_projection(settings: Settings) -> int:
     """The User Service side: ``payment.events`` into the per-user view."""
     engine = create_projection_engine(settings)
-    ensure_projection_schema(engine, settings.projection_schema)
+    _once_database_answers(lambda: ensure_projection_schema(engine, settings.projection_schema))
     health = _serve_operations(settings, engine)
     logger.info(
         "payment view projection starting",

@@ -34,7 +34,7 @@ from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.kafka_transactions import CommitLatency, observe_transactions
 from pipelines.records import IncomingMessage, OutgoingRecord
 from pipelines.version import worker_version
-from pipelines.wiring import statistics_config
+from pipelines.wiring import consumer_config
 from schemas.base import SCHEMA_VERSION, Identifier
 from schemas.decoding import parse_json_object
 from schemas.events import (
@@ -221,12 +221,10 @@ def build_projection(
     app = Application(
         broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
         consumer_extra_config={
-            "session.timeout.ms": str(settings.kafka_session_timeout_ms),
-            **statistics_config(settings, on_statistics),
+            **consumer_config(settings, on_statistics),
             # librdkafka's default already; said here because the view depends on it:
             # events of aborted worker transactions must never be applied.
             "isolation.level": "read_committed",
-            **settings.kafka_extra_config,
         },
         consumer_group=settings.projection_consumer_group,
         auto_offset_reset="earliest",

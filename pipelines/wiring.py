@@ -79,6 +79,21 @@ def statistics_config(
     }
 
 
+def consumer_config(
+    settings: Settings, on_statistics: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """The consumer's librdkafka properties beyond the connection, for both pipelines."""
+    config: dict[str, Any] = {
+        "session.timeout.ms": str(settings.kafka_session_timeout_ms),
+        **statistics_config(settings, on_statistics),
+        **settings.kafka_extra_config,
+    }
+    if "max.poll.interval.ms" in config:
+        # quixstreams derives its flush budgets from this value and needs a number.
+        config["max.poll.interval.ms"] = int(config["max.poll.interval.ms"])
+    return config
+
+
 def build_worker(
     settings: Settings,
     dependencies: Dependencies,
@@ -89,11 +104,7 @@ def build_worker(
         # quixstreams accepts only connection properties here; any other librdkafka
         # property from kafka_extra_config goes to its consumer and producer below.
         broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
-        consumer_extra_config={
-            "session.timeout.ms": str(settings.kafka_session_timeout_ms),
-            **statistics_config(settings, on_statistics),
-            **settings.kafka_extra_config,
-        },
+        consumer_extra_config=consumer_config(settings, on_statistics),
         consumer_group=settings.consumer_group,
         auto_offset_reset=settings.auto_offset_reset,
         commit_interval=settings.commit_interval_seconds,

@@ -14,6 +14,10 @@ Handle = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, Any]]]
 
 def _handler(handle: Handle) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive, as real services do: a new TCP connection per call would make the
+        # worker's benchmark measure connection set-up rather than the worker.
+        protocol_version = "HTTP/1.1"
+
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""

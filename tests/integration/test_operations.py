@@ -145,10 +145,13 @@ def test_sigterm_stops_the_worker_cleanly_after_committing(
 def test_worker_builds_with_non_connection_librdkafka_properties(settings: Settings) -> None:
     # quixstreams' connection config refuses producer/consumer tuning properties; the
     # wiring must route them to the clients instead of failing at start-up.
-    tuned = settings.model_copy(update={"kafka_extra_config": {"linger.ms": "5", "client.id": "w"}})
+    extra = {"linger.ms": "5", "client.id": "w", "max.poll.interval.ms": "10000"}
+    tuned = settings.model_copy(update={"kafka_extra_config": extra})
     app = build_worker(tuned, build_dependencies(tuned))
     assert app.config.producer_extra_config["linger.ms"] == "5"
     assert app.config.consumer_extra_config["client.id"] == "w"
+    # quixstreams computes its flush budget from this one, so it must be a number.
+    assert app.config.flush_timeout == 10.0
     assert app.config.processing_guarantee == "exactly-once"
 
 
