@@ -7,7 +7,7 @@ verification value. Producers are supposed to send tokens; this is the safety ne
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from functools import lru_cache
 
 # 13-19 digits in a row, or in the groups printed on cards (4-4-4-x, 4-6-5) separated by
 # spaces or dashes. Grouped forms must stand alone so that UUIDs (8-4-4-4-12 hex) never
@@ -57,31 +57,43 @@ def contains_card_number(text: str) -> bool:
     return False
 
 
-def _walk(value: object, key: str | None = None) -> Iterator[tuple[str | None, object]]:
-    stack: list[tuple[str | None, object]] = [(key, value)]
-    while stack:
-        current_key, current = stack.pop()
-        yield current_key, current
-        if isinstance(current, dict):
-            stack.extend((str(k), v) for k, v in current.items())
-            stack.extend((None, k) for k in current)
-        elif isinstance(current, list):
-            stack.extend((current_key, item) for item in current)
+_NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
+
+
+@lru_cache(maxsize=4096)
+def _normalized(key: str) -> str:
+    """``Card-Number`` and ``card_number`` both become ``cardnumber`` (keys repeat a lot)."""
+    return _NOT_ALPHANUMERIC.sub("", key.lower())
 
 
 def find_sensitive_data(document: object) -> str | None:
     """Name the kind of sensitive data in a parsed JSON document, or ``None``.
 
-    Never returns the value itself, so the answer is safe to log.
+    Never returns the value itself, so the answer is safe to log. Every key, string and
+    integer is checked; the values are scanned together, one regular expression pass
+    per kind, because this runs for every command.
     """
-    for key, value in _walk(document):
-        normalized_key = re.sub(r"[^a-z0-9]", "", key.lower()) if key else ""
-        if normalized_key in _CVV_FIELD_NAMES and value not in (None, ""):
-            return f"a field named like a card number or security code ({normalized_key})"
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and contains_card_number(str(value)):
-            return "a number that looks like a card number"
-        if isinstance(value, str) and contains_card_number(value):
-            return "a string that looks like a card number"
+    strings: list[str] = []
+    numbers: list[str] = []
+    stack: list[object] = [document]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for key, value in current.items():
+                name = _normalized(str(key))
+                if name in _CVV_FIELD_NAMES and value not in (None, ""):
+                    return f"a field named like a card number or security code ({name})"
+                strings.append(str(key))
+                stack.append(value)
+        elif isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, str):
+            strings.append(current)
+        elif isinstance(current, int) and not isinstance(current, bool):
+            numbers.append(str(current))
+    # A line break between values: no match can span two of them.
+    if numbers and contains_card_number("\n".join(numbers)):
+        return "a number that looks like a card number"
+    if contains_card_number("\n".join(strings)):
+        return "a string that looks like a card number"
     return None
