@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install stack-up stack-down lint unit integration clean
+.PHONY: run test install stack-up stack-down lint unit integration bench chaos chaos-small scale-proof clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "payment-worker needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -46,6 +46,19 @@ integration: install stack-up
 
 test: install stack-up lint
 	$(BIN)/pytest
+
+# The proofs of README §Performance and §Reliability (long; CI runs small versions).
+bench: install stack-up
+	$(BIN)/python -m bench
+
+chaos: install
+	$(BIN)/python -m bench.chaos
+
+chaos-small: install
+	$(BIN)/python -m bench.chaos --small
+
+scale-proof: install stack-up
+	$(BIN)/python -m bench.scaling
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
