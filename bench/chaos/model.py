@@ -1,0 +1,249 @@
+"""What should have happened: the pure domain rules replayed key by key in partition order.
+
+The model reads the command topic as it was written (partition order is the order the
+worker must apply), and for each message predicts the result, the events and the state,
+using ``domain.decisions.decide`` and the sandbox gateway's deterministic answers. Its
+own clock only orders things: times are never compared with the worker's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from bench.harness import Record
+from domain.decisions import decide
+from domain.errors import InvalidReason
+from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
+from domain.payment_rules import payment_instrument, settle_authorization
+from pipelines.command_processor import canonical_sha256
+from schemas.commands import (
+    COMMAND_TYPES,
+    AddPaymentMethod,
+    Command,
+    EraseUserData,
+    InitiatePayment,
+    named_payment_ids,
+)
+from schemas.results import Reason
+
+MODEL_EPOCH = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ExpectedResult:
+    """The result one message must get; ``same_as`` means "the original's bytes again"."""
+
+    command_id: str | None
+    status: str
+    reason: str
+    event_ids: tuple[str, ...] = ()
+    payment_method_id: str | None = None
+    payment_id: str | None = None
+    same_as: str | None = None
+
+
+@dataclass(frozen=True)
+class ExpectedEvent:
+    event_id: str
+    type: str
+    sequence: int
+    command_id: str
+    # The payload as JSON; fields the gateway makes up (authorization ids) are dropped.
+    payload: dict[str, Any]
+
+
+@dataclass
+class KeyState:
+    """One key's state as the model sees it."""
+
+    key: str
+    last_sequence: int = 0
+    methods: dict[str, PaymentMethod] = field(default_factory=dict)
+    payments: dict[str, Payment] = field(default_factory=dict)
+    has_gateway_customer: bool = False
+
+
+@dataclass(frozen=True)
+class ExpectedMessage:
+    """One record of the command topic and everything it must cause."""
+
+    record: Record
+    result: ExpectedResult
+    events: tuple[ExpectedEvent, ...] = ()
+    poison_reason: InvalidReason | None = None
+
+
+@dataclass
+class Expectation:
+    """The whole run's expected outcome."""
+
+    messages: list[ExpectedMessage] = field(default_factory=list)
+    keys: dict[str, KeyState] = field(default_factory=dict)
+    # Commands that must be in the inbox: command id -> expected status.
+    inbox: dict[str, str] = field(default_factory=dict)
+
+    def by_key(self) -> dict[bytes | None, list[ExpectedMessage]]:
+        grouped: dict[bytes | None, list[ExpectedMessage]] = {}
+        for message in self.messages:
+            grouped.setdefault(message.record.key, []).append(message)
+        return grouped
+
+
+def comparable_payload(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    if event_type == "PaymentAuthorized":
+        return {k: v for k, v in payload.items() if k != "authorizationId"}
+    return payload
+
+
+class Model:
+    def __init__(self, poison: dict[tuple[bytes | None, bytes], InvalidReason]) -> None:
+        self._poison = poison
+        self._expectation = Expectation()
+        self._digests: dict[UUID, bytes] = {}
+        self._ticks = 0
+
+    def _now(self) -> datetime:
+        self._ticks += 1
+        return MODEL_EPOCH + timedelta(milliseconds=self._ticks)
+
+    def replay(self, commands: list[Record]) -> Expectation:
+        """``commands`` in partition order (records of one key share a partition)."""
+        for record in sorted(commands, key=lambda r: (r.partition, r.offset)):
+            self._expectation.messages.append(self._one(record))
+        return self._expectation
+
+    def _one(self, record: Record) -> ExpectedMessage:
+        poison = self._poison.get((record.key, record.value or b""))
+        if poison is not None:
+            return ExpectedMessage(
+                record, ExpectedResult(None, "invalid", str(poison)), poison_reason=poison
+            )
+        document = json.loads(record.value or b"{}")
+        try:
+            command = COMMAND_TYPES[document["type"]].model_validate(document)
+        except (KeyError, ValidationError) as error:
+            raise RuntimeError(
+                f"record {record.partition}/{record.offset} was produced as valid but is not: "
+                f"{error}"
+            ) from None
+        digest = canonical_sha256(command)
+        command_id = str(command.command_id)
+        seen = self._digests.get(command.command_id)
+        if seen is not None:
+            if seen == digest:
+                return ExpectedMessage(
+                    record,
+                    ExpectedResult(command_id, "", "", same_as=command_id),
+                )
+            return ExpectedMessage(
+                record,
+                ExpectedResult(command_id, "rejected", str(Reason.COMMAND_ID_CONFLICT)),
+            )
+        self._digests[command.command_id] = digest
+        key = command.user_id or (record.key or b"").decode()
+        state = self._expectation.keys.setdefault(key, KeyState(key))
+        decision = self._decide(command, state)
+        self._apply(command, state, decision)
+        result = decision.result
+        self._expectation.inbox[command_id] = result.status
+        events = tuple(
+            ExpectedEvent(
+                event_id=str(event.event_id),
+                type=event.type,
+                sequence=event.sequence,
+                command_id=command_id,
+                payload=comparable_payload(event.type, json.loads(event.to_wire())["payload"]),
+            )
+            for event in decision.events
+        )
+        return ExpectedMessage(
+            record,
+            ExpectedResult(
+                command_id=command_id,
+                status=result.status,
+                reason=str(result.reason),
+                event_ids=tuple(str(e) for e in result.event_ids),
+                payment_method_id=result.payment_method_id,
+                payment_id=result.payment_id,
+            ),
+            events,
+        )
+
+    def _decide(self, command: Command, state: KeyState) -> Decision:
+        named = set(named_payment_ids(command))
+        stream = StreamState(
+            key=state.key,
+            last_sequence=state.last_sequence,
+            methods=tuple(state.methods.values()),
+            payments=tuple(p for p in state.payments.values() if p.payment_id in named),
+            gateway_customer_id="cus_model" if state.has_gateway_customer else None,
+        )
+        now = self._now()
+        decision = decide(command, stream, now)
+        if (
+            isinstance(command, InitiatePayment)
+            and decision.result.status == "accepted"
+            and decision.events
+        ):
+            # The sandbox gateway declines a token that says so and approves the rest.
+            declined = "decline" in payment_instrument(command, stream)
+            answer = AuthorizationAnswer(
+                approved=not declined,
+                authorization_id=None if declined else "auth_model",
+                decline_code="insufficient_funds" if declined else None,
+            )
+            decision = settle_authorization(command, decision, answer, now)
+        return decision
+
+    def _apply(self, command: Command, state: KeyState, decision: Decision) -> None:
+        for method in decision.changed_methods:
+            state.methods[method.payment_method_id] = method
+        for payment in decision.changed_payments:
+            state.payments[payment.payment_id] = payment
+        state.last_sequence = decision.last_sequence
+        accepted = decision.result.status == "accepted" and bool(decision.events)
+        if accepted and isinstance(command, AddPaymentMethod):
+            state.has_gateway_customer = True
+        if accepted and isinstance(command, EraseUserData):
+            state.has_gateway_customer = False
+
+
+def replay(
+    commands: list[Record], poison: dict[tuple[bytes | None, bytes], InvalidReason]
+) -> Expectation:
+    return Model(poison).replay(commands)
+
+
+def method_summary(method: PaymentMethod) -> tuple[Any, ...]:
+    """The stored fields of a payment method that the model predicts (no timestamps)."""
+    return (
+        method.payment_method_id,
+        method.user_id,
+        method.gateway_token,
+        method.brand,
+        method.last4,
+        method.exp_month,
+        method.exp_year,
+        method.fingerprint,
+        method.billing_name,
+        method.is_default,
+        method.active,
+    )
+
+
+def payment_summary(payment: Payment) -> tuple[Any, ...]:
+    return (
+        payment.payment_id,
+        payment.user_id,
+        payment.order_id,
+        payment.amount,
+        payment.currency,
+        payment.payment_method_id,
+        payment.status,
+    )
