@@ -34,7 +34,8 @@ PARTITIONS_ASSIGNED = Gauge(
 )
 REBALANCES = Counter(
     "payment_worker_rebalances_total",
-    "Consumer group rebalances this worker took part in.",
+    "Partition assignment changes of this worker's consumer, from librdkafka's rebalance_cnt: "
+    "an assignment and a revocation count one each, so one group rebalance usually adds 2.",
 )
 READY = Gauge(
     "payment_worker_ready",

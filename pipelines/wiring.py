@@ -25,6 +25,7 @@ from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.kafka_transactions import CommitLatency, observe_transactions
+from pipelines.partition_changes import on_partitions_given_up
 from pipelines.version import worker_version
 from state.command_store import CommandStore, WriteConflicts
 from state.database import create_database_engine
@@ -129,6 +130,7 @@ def build_worker(
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),
     )
+    on_partitions_given_up(app, store.forget_cached)
     latency = CommitLatency(metrics.PROCESSING_LATENCY)
     observe_transactions(app, latency)
     build_command_pipeline(

@@ -151,6 +151,10 @@ class CommandStore:
         # on still being so, because payments are shared across keys and partitions.
         self._loaded_payments: dict[str, Payment] = {}
         self._changed_sequences: dict[str, int] = {}
+        # The sequence (version) of each key as this checkpoint first read it; the write
+        # is fenced on it, for keys whose decisions changed nothing too (a rejection
+        # decided on an outdated state must not be stored either).
+        self._read_versions: dict[str, int] = {}
 
     @property
     def pending_commands(self) -> int:
@@ -218,11 +222,16 @@ class CommandStore:
         known = self._known.get(key)
         if known is not None:
             self._known.move_to_end(key)
-            return known
-        with _database_errors():
-            known = self._load_stream(key)
-        self._remember(key, known)
+        else:
+            with _database_errors():
+                known = self._load_stream(key)
+            self._remember(key, known)
+        self._read_versions.setdefault(key, known.state.last_sequence)
         return known
+
+    def forget_cached(self) -> None:
+        """Drop every cached key (this worker gave up partitions; others may write them)."""
+        self._known.clear()
 
     def _remember(self, key: str, known: _KnownStream) -> None:
         self._known[key] = known
@@ -327,6 +336,7 @@ class CommandStore:
         try:
             with _database_errors(), self._engine.begin() as connection:
                 self._write_inbox(connection)
+                self._check_unchanged_keys(connection)
                 self._write_sequences(connection)
                 self._write_methods(connection)
                 self._write_payments(connection)
@@ -451,6 +461,22 @@ class CommandStore:
                 )
             )
 
+    def _check_unchanged_keys(self, connection: Connection) -> None:
+        """Keys decided on but not advanced must still be at the version this worker read."""
+        unchanged = [key for key in self._streams if key not in self._changed_sequences]
+        if not unchanged:
+            return
+        moved = connection.execute(
+            text(
+                "SELECT v.key FROM unnest(CAST(:keys AS text[]), CAST(:reads AS bigint[]))"
+                " AS v(key, read) LEFT JOIN event_streams AS e ON e.stream_key = v.key"
+                " WHERE coalesce(e.last_sequence, 0) <> v.read"
+            ),
+            {"keys": unchanged, "reads": [self._read_versions[key] for key in unchanged]},
+        ).first()
+        if moved is not None:
+            raise ConcurrentWriteError("another writer advanced a key of this batch")
+
     def _write_sequences(self, connection: Connection) -> None:
         """Advance each key's sequence from the value this worker read, and only from it."""
         if not self._changed_sequences:
@@ -458,7 +484,7 @@ class CommandStore:
         new_keys: list[dict[str, Any]] = []
         advanced: list[tuple[str, int, int]] = []
         for key, sequence in self._changed_sequences.items():
-            read = self._known[key].state.last_sequence if key in self._known else 0
+            read = self._read_versions[key]
             if read == 0:
                 new_keys.append({"stream_key": key, "last_sequence": sequence})
             else:
@@ -496,3 +522,4 @@ class CommandStore:
         self._changed_customers.clear()
         self._loaded_payments.clear()
         self._changed_sequences.clear()
+        self._read_versions.clear()

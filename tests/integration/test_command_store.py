@@ -150,3 +150,30 @@ def test_a_redelivered_command_is_recognised_from_the_cache(engine: Engine) -> N
     assert _result(again) == _result(first)
     assert [r.destination for r in again] == ["results"]  # a re-sent copy: no events
     assert store.pending_commands == 0
+
+
+def test_a_rejection_decided_on_a_stale_cached_key_is_not_stored(engine: Engine) -> None:
+    first, second = CommandStore(engine), CommandStore(engine)
+    _process(first, add_payment_method("user-a", payment_method_id="pm-a"), "user-a")
+    first.flush()
+
+    # Another worker adds a card while the first still has the key cached.
+    second.stream_state("user-a")
+    _process(
+        second,
+        add_payment_method("user-a", payment_method_id="pm-b", fingerprint="fp_0000000002"),
+        "user-a",
+    )
+    second.flush()
+
+    # Deciding on its outdated copy, the first would reject making pm-b the default;
+    # that rejection changes nothing, yet must not be stored as the command's answer.
+    set_default = command("SetDefaultPaymentMethod", "user-a", {"paymentMethodId": "pm-b"})
+    stale = _result(_process(first, set_default, "user-a"))
+    assert (stale["status"], stale["reason"]) == ("rejected", "payment_method_not_found")
+    with pytest.raises(ConcurrentWriteError):
+        first.flush()
+
+    retried = _result(_process(first, set_default, "user-a"))
+    assert retried["status"] == "accepted"
+    first.flush()
