@@ -58,7 +58,7 @@ chaos-small: install
 	$(BIN)/python -m bench.chaos --small
 
 scale-proof: install stack-up
-	$(BIN)/python -m bench.scaling
+	$(BIN)/python -m bench.scaling --rate 100 --phase-seconds 40 --json .bench/scaling.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
