@@ -49,7 +49,7 @@ test: install stack-up lint
 
 # The proofs of README §Performance and §Reliability (long; CI runs small versions).
 bench: install stack-up
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 chaos: install
 	$(BIN)/python -m bench.chaos
