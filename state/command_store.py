@@ -123,6 +123,25 @@ class _KnownStream:
     command_ids: frozenset[UUID]
 
 
+_LOAD_STREAM = text(
+    """
+    SELECT s.last_sequence, c.customer_id, recent.command_ids, m.*
+    FROM (SELECT CAST(:key AS text) AS key) AS k
+    LEFT JOIN event_streams AS s ON s.stream_key = k.key
+    LEFT JOIN gateway_customers AS c ON c.user_id = k.key
+    LEFT JOIN LATERAL (
+        SELECT array_agg(p.command_id) AS command_ids
+        FROM (
+            SELECT command_id FROM processed_commands
+            WHERE stream_key = k.key ORDER BY processed_at DESC LIMIT :recent
+        ) AS p
+    ) AS recent ON true
+    LEFT JOIN payment_methods AS m ON m.user_id = k.key
+    ORDER BY m.created_at, m.payment_method_id
+    """
+)
+
+
 class CommandStore:
     """The per-checkpoint unit of work over the inbox and the payment method tables."""
 
@@ -250,38 +269,31 @@ class CommandStore:
         return tuple(found[pid] for pid in ids if pid in found)
 
     def _load_stream(self, key: str) -> _KnownStream:
-        connection = self._read()
-        rows = connection.execute(
-            select(payment_methods)
-            .where(payment_methods.c.user_id == key)
-            .order_by(payment_methods.c.created_at, payment_methods.c.payment_method_id)
-        ).all()
-        recent = (
-            select(processed_commands.c.command_id)
-            .where(processed_commands.c.stream_key == key)
-            .order_by(processed_commands.c.processed_at.desc())
-            .limit(self._recent_commands)
-            .subquery()
+        """A key's methods, sequence, gateway customer and recent command ids, in one query.
+
+        One row per payment method (or one row of NULL method columns when it has none),
+        each carrying the key's other values: one round trip for the first command of
+        every key is most of what reading costs.
+        """
+        rows = (
+            self._read()
+            .execute(_LOAD_STREAM, {"key": key, "recent": self._recent_commands})
+            .mappings()
+            .all()
         )
-        last_sequence, customer_id, command_ids = connection.execute(
-            select(
-                select(event_streams.c.last_sequence)
-                .where(event_streams.c.stream_key == key)
-                .scalar_subquery(),
-                select(gateway_customers.c.customer_id)
-                .where(gateway_customers.c.user_id == key)
-                .scalar_subquery(),
-                select(func.array_agg(recent.c.command_id)).scalar_subquery(),
-            )
-        ).one()
+        first = rows[0]
         return _KnownStream(
             state=StreamState(
                 key=key,
-                last_sequence=last_sequence or 0,
-                methods=tuple(_method_from_row(row) for row in rows),
-                gateway_customer_id=customer_id,
+                last_sequence=first["last_sequence"] or 0,
+                methods=tuple(
+                    PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
+                    for row in rows
+                    if row["payment_method_id"] is not None
+                ),
+                gateway_customer_id=first["customer_id"],
             ),
-            command_ids=frozenset(command_ids or ()),
+            command_ids=frozenset(first["command_ids"] or ()),
         )
 
     def _taken_ids(self, key: str, ids: list[str]) -> frozenset[str]:
