@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ from config.settings import ENV_PREFIX, Settings
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for metrics ports and sandboxes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:

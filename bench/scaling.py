@@ -60,7 +60,6 @@ import itertools
 import json
 import logging
 import random
-import socket
 import sys
 import tempfile
 import threading
@@ -79,7 +78,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.schema import DropSchema
 
-from bench.harness import WorkerProcess, read_topic
+from bench.harness import WorkerProcess, free_port, read_topic
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings, load_settings
 from pipelines.kafka_clients import command_producer, topic_reader
@@ -484,13 +483,6 @@ class ScalingReport:
 
 
 # --- The run ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def isolated_settings(base: Settings, config: ScalingConfig, gateway_url: str) -> Settings:

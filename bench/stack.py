@@ -28,7 +28,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 
-from bench.harness import REPOSITORY
+from bench.harness import REPOSITORY, free_port
 from bench.workload import BenchCommand
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings, UserServiceSettings
@@ -48,12 +48,6 @@ BULK_PRODUCER_CONFIG = {
 
 # After the producing process exits, how long to keep reading what it committed.
 EXIT_DRAIN_SECONDS = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

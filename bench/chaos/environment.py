@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -112,12 +111,6 @@ class UserService:
 
     def total_calls(self) -> int:
         return self.calls + (self._server.stub.calls if self._server is not None else 0)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class WorkerPool:

@@ -32,13 +32,12 @@ from bench.chaos.environment import (
     UserService,
     WorkerPool,
     consumer_lag,
-    free_port,
 )
 from bench.chaos.faults import FaultInjector, FaultLog, FaultTiming, build_schedule, format_record
 from bench.chaos.model import replay
 from bench.chaos.workload import Message as Planned
 from bench.chaos.workload import WorkloadSpec, describe, generate
-from bench.harness import REPOSITORY, read_topic
+from bench.harness import REPOSITORY, free_port, read_topic
 from config.settings import (
     GatewaySettings,
     ProfileCacheSettings,

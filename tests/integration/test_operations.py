@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from sqlalchemy import Engine, text
 from bench.harness import (
     REPOSITORY,
     WorkerProcess,
+    free_port,
     produce,
     read_topic,
     settings_environment,
@@ -210,12 +210,6 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _sample(text_metrics: str, name: str, labels: str = "") -> float:
     """The value of one sample in Prometheus text format (0 when absent)."""
     pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)"
@@ -226,7 +220,7 @@ def _sample(text_metrics: str, name: str, labels: str = "") -> float:
 def test_metrics_and_probes_during_a_run(
     settings: Settings, tmp_path: Path, sandbox_gateway: SandboxGatewayServer
 ) -> None:
-    port = _free_port()
+    port = free_port()
     observed = settings.model_copy(
         update={
             "metrics_port": port,
