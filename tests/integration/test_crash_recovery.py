@@ -59,7 +59,8 @@ def test_sigkill_mid_batch_then_restart_keeps_exactly_once(
     result_ids = Counter(r.json()["commandId"] for r in results)
     assert set(result_ids) == {c["commandId"] for _, c in commands}
     assert max(result_ids.values()) == 1
-    assert {r.json()["status"] for r in results} == {"accepted"}
+    outcomes = Counter((r.json()["status"], r.json()["reason"]) for r in results)
+    assert set(outcomes) == {("accepted", "ok")}, outcomes
 
     # Every expected event is visible exactly once, gap-free per user.
     event_ids = Counter(e.json()["eventId"] for e in events)
