@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 from sqlalchemy import Engine, text
 
 from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
-from tests.factories import add_payment_method, encode
+from tests.factories import encode
+from tests.integration.exactly_once import assert_each_accepted_once, cards_of_many_users
 
 USERS = 150
 COMMANDS_PER_USER = 16  # under the limit of 20 active methods
@@ -21,11 +21,7 @@ def test_sigkill_mid_batch_then_restart_keeps_exactly_once(
 ) -> None:
     # The killed worker's partitions move to the new one after the session timeout.
     settings = settings.model_copy(update={"kafka_session_timeout_ms": 6000})
-    commands = [
-        (f"user-{u:04d}", add_payment_method(f"user-{u:04d}", fingerprint=f"fp_{u:04d}_{n:04d}"))
-        for n in range(COMMANDS_PER_USER)
-        for u in range(USERS)
-    ]
+    commands = cards_of_many_users(USERS, COMMANDS_PER_USER)
     produce(settings, [(user.encode(), encode(command)) for user, command in commands])
 
     first = WorkerProcess(settings, tmp_path / "first.log")
@@ -55,21 +51,9 @@ def test_sigkill_mid_batch_then_restart_keeps_exactly_once(
     finally:
         second.stop()
 
-    # Every command has exactly one result, and every one was accepted.
-    result_ids = Counter(r.json()["commandId"] for r in results)
-    assert set(result_ids) == {c["commandId"] for _, c in commands}
-    assert max(result_ids.values()) == 1
-    outcomes = Counter((r.json()["status"], r.json()["reason"]) for r in results)
-    assert set(outcomes) == {("accepted", "ok")}, outcomes
-
-    # Every expected event is visible exactly once, gap-free per user.
-    event_ids = Counter(e.json()["eventId"] for e in events)
+    # Every command has exactly one accepted result; every event shows once, gap-free.
     assert len(events) == expected_events, second.log()[-3000:]
-    assert max(event_ids.values()) == 1
-    sequences: dict[str, list[int]] = defaultdict(list)
-    for event in events:
-        sequences[event.json()["userId"]].append(event.json()["sequence"])
-    assert all(seq == list(range(1, COMMANDS_PER_USER + 2)) for seq in sequences.values())
+    assert_each_accepted_once(commands, results, events, COMMANDS_PER_USER)
 
     # Postgres holds every command once and one default per user.
     with engine.connect() as connection:

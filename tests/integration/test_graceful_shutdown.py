@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -20,6 +19,7 @@ from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from sandbox.gateway_server import SandboxGatewayServer
 from tests.factories import add_payment_method, encode
+from tests.integration.exactly_once import assert_each_accepted_once, cards_of_many_users
 
 USERS = 200
 COMMANDS_PER_USER = 12
@@ -36,11 +36,7 @@ def test_sigterm_under_load_commits_leaves_and_loses_nothing(
     settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(update={"shutdown_timeout_seconds": 20.0})
-    commands = [
-        (f"user-{u:04d}", add_payment_method(f"user-{u:04d}", fingerprint=f"fp_{u:04d}_{n:04d}"))
-        for n in range(COMMANDS_PER_USER)
-        for u in range(USERS)
-    ]
+    commands = cards_of_many_users(USERS, COMMANDS_PER_USER)
     records = [(user.encode(), encode(command)) for user, command in commands]
 
     def produce_steadily() -> None:
@@ -80,18 +76,8 @@ def test_sigterm_under_load_commits_leaves_and_loses_nothing(
     finally:
         second.stop()
 
-    result_ids = Counter(r.json()["commandId"] for r in results)
-    assert set(result_ids) == {c["commandId"] for _, c in commands}
-    assert max(result_ids.values()) == 1, "a batch was re-delivered: the stop was not clean"
-    assert {r.json()["status"] for r in results} == {"accepted"}
-
-    event_ids = Counter(e.json()["eventId"] for e in events)
-    assert len(events) == expected_events
-    assert max(event_ids.values()) == 1
-    sequences: dict[str, list[int]] = defaultdict(list)
-    for event in events:
-        sequences[event.json()["userId"]].append(event.json()["sequence"])
-    assert all(seq == list(range(1, COMMANDS_PER_USER + 2)) for seq in sequences.values())
+    # A second copy of a result would mean a batch was redelivered: the stop was not clean.
+    assert_each_accepted_once(commands, results, events, COMMANDS_PER_USER)
     assert _inbox_count(engine) == len(commands)
 
 
