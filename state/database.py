@@ -18,9 +18,16 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def create_database_engine(settings: Settings) -> Engine:
-    """An engine whose connections use the configured schema and statement timeout."""
+    """An engine whose connections use the configured schema and statement timeout.
+
+    Bound parameters (gateway tokens, billing names, emails) stay out of SQLAlchemy's
+    exception messages and statement logs (``hide_parameters``). PostgreSQL's own error
+    text can still quote a value (a unique key, a failing row): callers log the error's
+    kind, not its message.
+    """
     return create_engine(
         settings.sqlalchemy_url(),
+        hide_parameters=True,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
         connect_args={

@@ -88,9 +88,10 @@ projection_gaps = Table(
 
 
 def create_projection_engine(settings: Settings) -> Engine:
-    """An engine whose connections use the projection's schema."""
+    """An engine whose connections use the projection's schema; parameters hidden in errors."""
     return create_engine(
         settings.sqlalchemy_url(),
+        hide_parameters=True,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
         connect_args={

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -271,12 +272,24 @@ def _pip(*arguments: str) -> None:
     )
 
 
+def _dependency_directories() -> list[str]:
+    """Where the interpreter running the tests has its packages: .venv's site-packages."""
+    return sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+
+
 @pytest.fixture(scope="module")
 def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
     """The builder stage's wheel, made from the files it copies, in a venv of its own.
 
-    The venv sees this interpreter's site-packages (the dependencies: nothing is
-    downloaded for them); the wheel goes in with --no-deps and shadows the checkout.
+    The venv has no system site-packages and no pip: the wheel goes in with --no-deps, by
+    this interpreter's pip. Its dependencies are not downloaded: a .pth file, written
+    after the install, appends this interpreter's site-packages (.venv's, which
+    ``make install`` filled from pyproject.toml) to the venv's sys.path, behind the wheel.
+    A path line in a .pth file is not processed as a site directory, so the .pth files
+    there (the checkout's editable-install finder among them) do not run: the project
+    itself comes from the wheel only. What this does not prove: that the wheel's declared
+    dependencies are complete (.venv holds the dev extras too), which ``make install``
+    and the image build show.
     """
     work = tmp_path_factory.mktemp("image")
     context = work / "src"
@@ -292,25 +305,20 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
     (wheel,) = wheels.glob("payment_worker-*.whl")
     venv = work / "venv"
     subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-        check=True,
-        timeout=120,
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
     )
-    subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "--disable-pip-version-check",
-            "--quiet",
-            "install",
-            "--no-deps",
-            "--force-reinstall",
-            str(wheel),
-        ],
+    python = venv / "bin" / "python"
+    _pip("--python", str(python), "install", "--no-deps", str(wheel))
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
         check=True,
-        timeout=120,
-    )
+        timeout=30,
+    ).stdout.strip()
+    assert Path(site_packages).is_relative_to(venv)
+    dependencies = "".join(f"{directory}\n" for directory in _dependency_directories())
+    (Path(site_packages) / "test-dependencies.pth").write_text(dependencies, encoding="utf-8")
     return InstalledWheel(wheel, venv)
 
 
@@ -339,9 +347,10 @@ def test_the_installed_package_runs_from_the_venv_with_its_migrations(
     installed_wheel: InstalledWheel,
 ) -> None:
     probe = (
-        "import json, pipelines.cli, state.database as database; "
+        "import json, sys, sysconfig, pipelines.cli, state.database as database; "
         "print(json.dumps({'cli': pipelines.cli.__file__, "
-        "'database': database.__file__, 'head': database.head_revision()}))"
+        "'database': database.__file__, 'head': database.head_revision(), "
+        "'site': sysconfig.get_path('purelib'), 'path': sys.path}))"
     )
     result = installed_wheel.run("python", "-c", probe)
     assert result.returncode == 0, result.stderr
@@ -349,5 +358,10 @@ def test_the_installed_package_runs_from_the_venv_with_its_migrations(
     site_packages = str(installed_wheel.venv / "lib")
     assert installed["cli"].startswith(site_packages), "the checkout was imported, not the wheel"
     assert installed["database"].startswith(site_packages)
+    assert str(ROOT) not in installed["path"], "the checkout is on the venv's sys.path"
+    # The venv's own packages and .venv's, nothing else: not the base interpreter's
+    # site-packages, which hold none of the dependencies on a fresh machine.
+    seen = {entry for entry in installed["path"] if entry.endswith("-packages")}
+    assert seen - set(_dependency_directories()) == {installed["site"]}
     # Alembic walks every revision file from the head down: a missing one breaks the chain.
     assert installed["head"] == head_revision()
