@@ -36,13 +36,14 @@ from bench.expected import CommandRows
 from bench.harness import REPOSITORY, settings_environment
 from config.kafka import connection_config, librdkafka_config
 from config.settings import ENV_PREFIX, Settings, load_settings
+from domain.streams import stream_user_id
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from state.tables import (
-    event_streams,
     gateway_customers,
     payment_methods,
     payments,
     processed_commands,
+    stream_sequences,
 )
 
 # Spreads the fractional part of the fan-out evenly over offsets (golden ratio).
@@ -191,9 +192,9 @@ def write_batches(engine: Engine, rows: Sequence[CommandRows], batch_size: int) 
             if column.name not in ("payment_method_id", "user_id", "created_at")
         },
     )
-    sequence_statement = insert(event_streams)
+    sequence_statement = insert(stream_sequences)
     sequence_upsert = sequence_statement.on_conflict_do_update(
-        index_elements=[event_streams.c.stream_key],
+        index_elements=[stream_sequences.c.stream_key],
         set_={"last_sequence": sequence_statement.excluded.last_sequence},
     )
     customer_statement = insert(gateway_customers)
@@ -217,8 +218,9 @@ def write_batches(engine: Engine, rows: Sequence[CommandRows], batch_size: int) 
                 target[str(payment["payment_id"])] = payment
             if command.last_sequence is not None:
                 sequences[command.key] = command.last_sequence
-            if command.customer_id is not None:
-                customers[command.key] = command.customer_id
+            user_id = stream_user_id(command.key)
+            if command.customer_id is not None and user_id is not None:
+                customers[user_id] = command.customer_id
         with engine.begin() as connection:
             connection.execute(insert(processed_commands), [c.inbox for c in batch])
             if methods:

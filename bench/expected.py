@@ -25,6 +25,7 @@ from domain.model import (
     StreamState,
 )
 from domain.payment_rules import settle_authorization
+from domain.streams import stream_key
 from schemas.commands import (
     COMMAND_TYPES,
     AddPaymentMethod,
@@ -92,7 +93,10 @@ def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> Expec
         # The workload is well-formed and free of card data, so the schema models alone
         # decode it (the worker's full decoding adds the hostile-input checks).
         command = COMMAND_TYPES[item.type].model_validate_json(item.value)
-        key = command.user_id or item.key.decode()
+        key = stream_key(command)
+        if key is None:  # a guest command with no guest meaning: refused, never stored
+            run.statuses["rejected"] += 1
+            continue
         state = world.state_for(key, named_payment_method_ids(command), named_payment_ids(command))
         decision = decide(command, state, DECIDED_AT)
         accepted = decision.result.status == "accepted" and bool(decision.events)

@@ -86,6 +86,7 @@ class SandboxGateway:
                 answer = {"id": authorization_id, "status": "approved"}
             self.authorizations[authorization_id] = {
                 "reference": request.get("reference"),
+                "customer": request.get("customer"),
                 **answer,
             }
             return HTTPStatus.CREATED, answer

@@ -59,8 +59,9 @@ def _alembic_config(connection: Connection, schema: str) -> Config:
     return config
 
 
-def upgrade_schema(engine: Engine, schema: str) -> None:
-    """Create the schema if needed and apply every migration; safe to run repeatedly."""
+def upgrade_schema(engine: Engine, schema: str, revision: str = "head") -> None:
+    """Create the schema if needed and apply every migration up to ``revision`` (all of
+    them by default); safe to run repeatedly."""
     with engine.begin() as connection:
         # The schema name is validated by Settings (a plain identifier), so quoting it
         # into DDL is safe.
@@ -68,7 +69,7 @@ def upgrade_schema(engine: Engine, schema: str) -> None:
     # Not inside a transaction of ours: Alembic opens one per migration, and a migration
     # that builds an index CONCURRENTLY runs outside any (autocommit_block).
     with engine.connect() as connection:
-        command.upgrade(_alembic_config(connection, schema), "head")
+        command.upgrade(_alembic_config(connection, schema), revision)
         connection.commit()
 
 

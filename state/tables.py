@@ -62,9 +62,10 @@ payment_methods = Table(
     ),
 )
 
-# The last event sequence number per Kafka key; events of a key are gap-free.
-event_streams = Table(
-    "event_streams",
+# The last event sequence number per stream (`user:<id>`, `guest-payment:<id>`); events of
+# a stream are gap-free. Named so since migration 0005 (it was event_streams).
+stream_sequences = Table(
+    "stream_sequences",
     metadata,
     Column("stream_key", Text, primary_key=True),
     Column("last_sequence", BigInteger, nullable=False),

@@ -21,6 +21,7 @@ from domain.decisions import decide
 from domain.errors import InvalidReason
 from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
 from domain.payment_rules import payment_instrument, settle_authorization
+from domain.streams import stream_key
 from pipelines.command_processor import canonical_sha256
 from schemas.commands import (
     COMMAND_TYPES,
@@ -132,8 +133,16 @@ class Model:
                 f"record {record.partition}/{record.offset} was produced as valid but is not: "
                 f"{error}"
             ) from None
-        digest = canonical_sha256(command)
         command_id = str(command.command_id)
+        key = stream_key(command)
+        if key is None:
+            # A guest command with no guest meaning: refused on its rule alone, never
+            # stored, so neither the inbox nor the duplicate check sees it.
+            refused = decide(command, StreamState(key=""), self._now()).result
+            return ExpectedMessage(
+                record, ExpectedResult(command_id, refused.status, str(refused.reason))
+            )
+        digest = canonical_sha256(command)
         seen = self._digests.get(command.command_id)
         if seen is not None:
             if seen == digest:
@@ -146,7 +155,6 @@ class Model:
                 ExpectedResult(command_id, "rejected", str(Reason.COMMAND_ID_CONFLICT)),
             )
         self._digests[command.command_id] = digest
-        key = command.user_id or (record.key or b"").decode()
         state = self._expectation.keys.setdefault(key, KeyState(key))
         decision = self._decide(command, state)
         self._apply(command, state, decision)

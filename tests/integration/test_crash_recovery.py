@@ -70,5 +70,5 @@ def test_sigkill_mid_batch_then_restart_keeps_exactly_once(
             == USERS
         )
         assert connection.execute(
-            text("SELECT min(last_sequence), max(last_sequence) FROM event_streams")
+            text("SELECT min(last_sequence), max(last_sequence) FROM stream_sequences")
         ).one() == (COMMANDS_PER_USER + 1, COMMANDS_PER_USER + 1)

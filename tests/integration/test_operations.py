@@ -75,11 +75,11 @@ def test_db_upgrade_and_topics_create_are_idempotent(settings: Settings, engine:
         ).scalars()
         assert list(tables) == [
             "alembic_version",
-            "event_streams",
             "gateway_customers",
             "payment_methods",
             "payments",
             "processed_commands",
+            "stream_sequences",
         ]
 
 

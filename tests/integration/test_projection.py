@@ -29,6 +29,7 @@ from bench.harness import (
     settings_environment,
 )
 from config.settings import ENV_PREFIX, Settings
+from domain.streams import stream_user_id
 from tests.factories import add_payment_method, command, encode
 
 USERS = [f"user-{n:02d}" for n in range(20)]
@@ -118,9 +119,13 @@ def _payment_service_state(engine: Engine, schema: str) -> tuple[Rows, dict[str,
             text(f'SELECT {COLUMNS} FROM "{schema}".payment_methods WHERE active')  # noqa: S608
         ).all()
         sequences = connection.execute(
-            text(f'SELECT stream_key, last_sequence FROM "{schema}".event_streams')  # noqa: S608
+            text(f'SELECT stream_key, last_sequence FROM "{schema}".stream_sequences')  # noqa: S608
         ).all()
-    return {(r[0], r[1]): tuple(r[2:]) for r in rows}, {k: s for k, s in sequences}
+    # The view keeps users' streams only; a guest payment's stream is not a user's.
+    user_sequences = {
+        user_id: s for k, s in sequences if (user_id := stream_user_id(k)) is not None
+    }
+    return {(r[0], r[1]): tuple(r[2:]) for r in rows}, user_sequences
 
 
 def _view_state(engine: Engine, schema: str) -> tuple[Rows, dict[str, int]]:

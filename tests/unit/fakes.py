@@ -13,6 +13,7 @@ from uuid import UUID
 
 from clients.user_service import Profile
 from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
+from domain.streams import stream_user_id
 from state.command_store import ProcessedCommand
 
 
@@ -30,7 +31,8 @@ class MemoryStore:
     def stream_state(
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
     ) -> StreamState:
-        own = tuple(m for m in self.methods.values() if m.user_id == key)
+        user_id = stream_user_id(key)
+        own = tuple(m for m in self.methods.values() if m.user_id == user_id)
         own_ids = {m.payment_method_id for m in own}
         taken = frozenset(
             pid for pid in named_payment_method_ids if pid in self.methods and pid not in own_ids
