@@ -32,6 +32,13 @@ class InvalidReason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     SENSITIVE_DATA = "sensitive_data"
     KEY_MISMATCH = "key_mismatch"
+    # The Kafka key is not valid UTF-8, not an id, or longer than 128 bytes.
+    INVALID_KEY = "invalid_key"
+    # issuedAt lies further in the future than the worker's clock skew allows.
+    ISSUED_IN_FUTURE = "issued_in_future"
+    # A valid command that could not be processed for a reason that retrying cannot
+    # change (a value PostgreSQL refuses, an unexpected error in a rule).
+    PROCESSING_FAILED = "processing_failed"
 
 
 class InvalidMessage(PaymentWorkerError):
@@ -45,6 +52,7 @@ class InvalidMessage(PaymentWorkerError):
         command_id: str | None = None,
         command_type: str | None = None,
         withhold_body: bool = False,
+        withhold_key: bool = False,
     ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -53,6 +61,8 @@ class InvalidMessage(PaymentWorkerError):
         self.command_type = command_type
         # True when the body may hold card data: the DLQ then keeps only its hash.
         self.withhold_body = withhold_body
+        # True when the Kafka key itself may hold card data: it is not republished.
+        self.withhold_key = withhold_key
 
 
 class TransientError(PaymentWorkerError):

@@ -99,6 +99,16 @@ def reject(
     )
 
 
+def expiry_checked_at(command: Command, now: datetime) -> datetime:
+    """When a card must still be valid: the later of ``issuedAt`` and the worker's clock.
+
+    The producer's ``issuedAt`` alone could be backdated to revive an expired card, and a
+    command that waited in a lagging partition past the end of the card's month must not
+    save it either. (``issuedAt`` can be at most the configured skew ahead of ``now``.)
+    """
+    return max(command.issued_at, now)
+
+
 def card_expired(exp_year: int, exp_month: int, at: datetime) -> bool:
     # A card is valid through the last day of its expiry month.
     return (exp_year, exp_month) < (at.year, at.month)

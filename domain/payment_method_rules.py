@@ -11,7 +11,7 @@ from domain.model import (
     PaymentMethod,
     StreamState,
 )
-from domain.outcome import Outcome, card_expired, own_method, reject
+from domain.outcome import Outcome, card_expired, expiry_checked_at, own_method, reject
 from schemas.commands import (
     AddPaymentMethod,
     EraseUserData,
@@ -37,7 +37,7 @@ def decide_add_payment_method(
     card = payload.card
     if command.user_id is None:
         return reject(command, state, Reason.GUEST_CANNOT_SAVE_PAYMENT_METHOD)
-    if card_expired(card.exp_year, card.exp_month, command.issued_at):
+    if card_expired(card.exp_year, card.exp_month, expiry_checked_at(command, now)):
         return reject(command, state, Reason.CARD_EXPIRED)
 
     outcome = Outcome(command, state, now)
@@ -150,7 +150,7 @@ def decide_update_payment_method(
     outcome = Outcome(command, state, now)
     if not expiry_changed and not billing_name_changed:
         return outcome.accept(payment_method_id=method.payment_method_id, reason=Reason.NO_CHANGE)
-    if expiry_changed and card_expired(exp_year, exp_month, command.issued_at):
+    if expiry_changed and card_expired(exp_year, exp_month, expiry_checked_at(command, now)):
         return reject(command, state, Reason.CARD_EXPIRED)
     outcome.change(
         method.with_changes(

@@ -11,19 +11,25 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
 from domain.decisions import decide
-from domain.errors import InvalidMessage
+from domain.errors import InvalidMessage, InvalidReason, TransientError
 from domain.model import Decision, StreamState
+from domain.streams import stream_key
 from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
-from schemas.commands import Command, named_payment_ids, named_payment_method_ids
-from schemas.decoding import decode_command
+from schemas.commands import (
+    Command,
+    carries_personal_data,
+    named_payment_ids,
+    named_payment_method_ids,
+)
+from schemas.decoding import DEFAULT_MAX_FUTURE_SKEW, decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import ProcessedCommand
 
@@ -66,21 +72,39 @@ class CommandProcessor:
         clock: Callable[[], datetime],
         consumer_group: str,
         worker_version: str,
+        max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
     ) -> None:
         self._store = store
         self._effects = effects
         self._clock = clock
         self._consumer_group = consumer_group
         self._worker_version = worker_version
+        self._max_future_skew = max_future_skew
 
     def process(self, message: IncomingMessage) -> list[OutgoingRecord]:
         try:
-            command = decode_command(message.value, message.key)
+            command = decode_command(
+                message.value, message.key, now=self._clock(), max_future_skew=self._max_future_skew
+            )
         except InvalidMessage as error:
             return self._invalid(message, error)
+        key = stream_key(command)
+        if key is None:
+            return self._without_stream(message, command)
+        try:
+            return self._decide(message, command, key)
+        except TransientError:
+            raise
+        except InvalidMessage as error:
+            # PostgreSQL refused a value of this command (``state.errors``).
+            return self._failed(message, command, error.detail)
+        except Exception as error:
+            # A deterministic failure in a rule or a client: retrying the same message
+            # fails the same way, and it must not stop the worker or its partitions.
+            return self._failed(message, command, f"unexpected {type(error).__name__}")
 
+    def _decide(self, message: IncomingMessage, command: Command, key: str) -> list[OutgoingRecord]:
         digest = canonical_sha256(command)
-        key = command.user_id or (message.key or b"").decode("utf-8", "replace")
         stored = self._store.processed_command(command.command_id, key)
         if stored is not None:
             return self._redelivered(message, command, digest, stored)
@@ -91,6 +115,35 @@ class CommandProcessor:
         now = self._clock()
         decision = self._effects.apply(command, state, decide(command, state, now), now)
         return self._publish(message, command, key, digest, decision)
+
+    def _without_stream(self, message: IncomingMessage, command: Command) -> list[OutgoingRecord]:
+        """A guest command with no guest meaning: its rule refuses it on an empty state,
+        before any store is touched, and the refusal (which depends on nothing stored)
+        is published without an inbox row."""
+        decision = decide(command, StreamState(key=""), self._clock())
+        if decision.result.status != "rejected" or decision.events:
+            return self._failed(message, command, "a guest command was not refused")
+        metrics.COMMANDS.labels(command.type, "rejected").inc()
+        return [OutgoingRecord("results", message.key, decision.result.to_wire(), [])]
+
+    def _failed(
+        self, message: IncomingMessage, command: Command, detail: str
+    ) -> list[OutgoingRecord]:
+        logger.error(
+            "command could not be processed; dead-lettered",
+            extra={"commandId": str(command.command_id), "type": command.type, "error": detail},
+        )
+        return self._invalid(
+            message,
+            InvalidMessage(
+                InvalidReason.PROCESSING_FAILED,
+                detail,
+                command_id=str(command.command_id),
+                command_type=command.type,
+                # Personal data (a name, an email) must not stay in an unerasable topic.
+                withhold_body=carries_personal_data(command),
+            ),
+        )
 
     def _publish(
         self,
@@ -180,6 +233,7 @@ class CommandProcessor:
 
     def _invalid(self, message: IncomingMessage, error: InvalidMessage) -> list[OutgoingRecord]:
         metrics.DEAD_LETTERS.labels(str(error.reason)).inc()
+        key = None if error.withhold_key else message.key
         metrics.COMMANDS.labels(error.command_type or "unknown", "invalid").inc()
         logger.warning(
             "message dead-lettered",
@@ -203,7 +257,7 @@ class CommandProcessor:
                 consumer_group=self._consumer_group,
                 worker_version=self._worker_version,
             ),
-            OutgoingRecord("results", message.key, result.to_wire(), []),
+            OutgoingRecord("results", key, result.to_wire(), []),
         ]
 
 

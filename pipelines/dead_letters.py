@@ -6,6 +6,7 @@ import hashlib
 
 from domain.errors import InvalidMessage
 from pipelines.records import IncomingMessage, OutgoingRecord
+from schemas.card_numbers import contains_card_number
 
 # Header names, documented in the README; consumers of the DLQ rely on them.
 HEADER_PREFIX = "dlq."
@@ -35,10 +36,20 @@ def dead_letter(
     ]
     if error.withhold_body:
         added.append(("body.withheld", "true"))
-    original_headers = [(k, v) for k, v in message.headers if not k.startswith(HEADER_PREFIX)]
+        added.append(("payload.length", str(len(message.value or b""))))
+    if error.withhold_key:
+        added.append(("key.withheld", "true"))
+    # A header that may hold a card number is dropped like a withheld body.
+    original_headers = [
+        (k, v)
+        for k, v in message.headers
+        if not k.startswith(HEADER_PREFIX)
+        and not contains_card_number(k)
+        and not contains_card_number(v.decode("utf-8", "replace"))
+    ]
     return OutgoingRecord(
         destination="dlq",
-        key=message.key,
+        key=None if error.withhold_key else message.key,
         value=None if error.withhold_body else message.value,
         headers=original_headers + [(HEADER_PREFIX + k, v.encode()) for k, v in added],
     )

@@ -60,8 +60,10 @@ KAFKA_TRANSACTIONS = Counter(
 )
 POSTGRES_ERRORS = Counter(
     "payment_worker_postgres_errors_total",
-    "PostgreSQL failures that made a checkpoint retry, by kind: conflict (another writer "
-    "stored a row of this batch first) or unavailable (connection lost or refused).",
+    "PostgreSQL failures by kind: conflict (another writer stored a row of this batch "
+    "first; the batch is retried), unavailable (connection lost or refused, a timeout, a "
+    "serialization failure; retried) or unstorable (a value PostgreSQL refuses; the "
+    "command is dead-lettered as processing_failed).",
     ["kind"],
 )
 CHECKPOINT_COMMANDS = Histogram(

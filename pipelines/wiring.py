@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from quixstreams import Application
@@ -121,6 +121,8 @@ def build_worker(
     store = CommandStore(
         dependencies.engine,
         cached_keys=settings.state_cache_keys,
+        max_cached_bytes=settings.state_cache_max_bytes,
+        recent_commands=settings.state_cache_recent_commands,
         conflicts=dependencies.write_conflicts,
     )
     processor = CommandProcessor(
@@ -129,6 +131,7 @@ def build_worker(
         clock=utc_now,
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),
+        max_future_skew=timedelta(seconds=settings.command_max_future_skew_seconds),
     )
     on_partitions_given_up(app, store.forget_cached)
     latency = CommitLatency(metrics.PROCESSING_LATENCY)

@@ -7,12 +7,15 @@ bounded and free text refuses control and bidi characters.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    BeforeValidator,
     Field,
     StrictBool,
     StrictInt,
@@ -148,12 +151,38 @@ class LinkGuestPaymentsPayload(WireModel):
         return self
 
 
+# RFC 3339 date-time with an explicit offset. Pydantic alone would also take a number of
+# seconds (``0``) or a string of digits as a timestamp, which no producer means.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, datetime):  # built in code, not read from the wire
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-11-30T10:00:00Z")
+    return value
+
+
+def _integer_not_boolean(value: object) -> object:
+    # ``true == 1`` in Python, so a literal 1 alone would take a boolean.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be the integer 1")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_integer_not_boolean)]
+
+
 class CommandEnvelope(WireModel):
     """Fields common to every command."""
 
     command_id: UUID
-    schema_version: Literal[1] = SCHEMA_VERSION
-    issued_at: AwareDatetime
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    issued_at: Timestamp
     user_id: Identifier | None
     correlation_id: Identifier | None = None
 
@@ -231,6 +260,15 @@ def named_payment_ids(command: Command) -> list[str]:
     if isinstance(command, LinkGuestPayments):
         return list(command.payload.payment_ids)
     return []
+
+
+def carries_personal_data(command: Command) -> bool:
+    """True when the command holds a name or an email (to withhold it from the DLQ)."""
+    payload = command.payload
+    return (
+        getattr(payload, "customer", None) is not None
+        or getattr(payload, "billing_name", None) is not None
+    )
 
 
 def expected_key(command: Command) -> str | None:

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from domain.errors import InvalidMessage, InvalidReason
 from schemas.base import SCHEMA_VERSION
+from schemas.card_numbers import (
+    bytes_may_hold_card_number,
+    contains_card_number,
+    find_sensitive_data,
+)
 from schemas.commands import COMMAND_TYPES, Command, expected_key
-from schemas.sensitive import find_sensitive_data
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_NESTING_DEPTH = 8
+# How far ahead of the worker's clock issuedAt may be (clocks of producers drift).
+DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
 # Amounts in minor units fit a signed 64-bit integer; anything longer is hostile.
 MAX_INTEGER_DIGITS = 18
 
@@ -74,6 +82,23 @@ def _depth(document: object) -> int:
     return deepest
 
 
+def _holds_lone_surrogate(document: object) -> bool:
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
 def parse_json_object(raw: bytes | None) -> dict[str, Any]:
     """Strict JSON: UTF-8, one object, no duplicate keys, no NaN, bounded size and depth."""
     if not raw:
@@ -110,6 +135,12 @@ def parse_json_object(raw: bytes | None) -> dict[str, Any]:
         raise InvalidMessage(
             InvalidReason.NOT_AN_OBJECT, f"the value is a JSON {type(document).__name__}"
         )
+    # Only a backslash-u escape can name a lone surrogate: no text can hold it, PostgreSQL cannot
+    # store it and no UTF-8 encoder writes it, so it must not get past decoding.
+    if "\\u" in text and _holds_lone_surrogate(document):
+        raise InvalidMessage(
+            InvalidReason.INVALID_UTF8, "a \\u escape names a lone surrogate, not a character"
+        )
     if _depth(document) > MAX_NESTING_DEPTH:
         raise InvalidMessage(
             InvalidReason.TOO_DEEP, f"nesting deeper than {MAX_NESTING_DEPTH} levels"
@@ -124,6 +155,12 @@ def _safe_identifier(value: object) -> str | None:
     return None
 
 
+def _known_type(value: object) -> str | None:
+    """The command type, echoed in results and metrics only when it is one we know: an
+    attacker's ``type`` must never reach a topic or become a metric label."""
+    return value if isinstance(value, str) and value in COMMAND_TYPES else None
+
+
 def _summarize(error: ValidationError) -> str:
     """Field paths and error kinds only: the offending values are never echoed."""
     problems = [
@@ -135,11 +172,63 @@ def _summarize(error: ValidationError) -> str:
     )
 
 
-def decode_command(raw: bytes | None, key: bytes | None) -> Command:
-    """Decode and validate one message of ``payment.commands``."""
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+MAX_KEY_BYTES = 128
+
+
+def _checked_key(key: bytes | None) -> str:
+    """The Kafka key, validated like an id field: UTF-8, the id pattern, at most 128 bytes.
+
+    The key reaches Postgres, logs and every topic the worker writes, so it gets the
+    same checks as the envelope's ids (a NUL byte in it once stopped every worker).
+    """
+    if key is None or not 0 < len(key) <= MAX_KEY_BYTES:
+        raise InvalidMessage(InvalidReason.INVALID_KEY, "the message key must be 1-128 bytes")
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidMessage(InvalidReason.INVALID_KEY, "the message key is not UTF-8") from None
+    if _KEY_PATTERN.fullmatch(text) is None:
+        raise InvalidMessage(
+            InvalidReason.INVALID_KEY, "the message key must be an id: letters, digits, ._:@-"
+        )
+    return text
+
+
+def decode_command(
+    raw: bytes | None,
+    key: bytes | None,
+    *,
+    now: datetime | None = None,
+    max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
+) -> Command:
+    """Decode and validate one message of ``payment.commands``.
+
+    ``now`` is the worker's clock: a command issued further than ``max_future_skew``
+    ahead of it is invalid. Every failure's body is scanned for card data before it is
+    kept anywhere, also when the bytes do not parse.
+    """
+    if key is not None and contains_card_number(key.decode("utf-8", "replace")):
+        raise InvalidMessage(
+            InvalidReason.SENSITIVE_DATA,
+            "the message key looks like a card number",
+            withhold_body=True,
+            withhold_key=True,
+        )
+    try:
+        return _decode(raw, key, now, max_future_skew)
+    except InvalidMessage as error:
+        if not error.withhold_body and raw and bytes_may_hold_card_number(raw):
+            error.withhold_body = True
+        raise
+
+
+def _decode(
+    raw: bytes | None, key: bytes | None, now: datetime | None, max_future_skew: timedelta
+) -> Command:
     document = parse_json_object(raw)
     command_id = _safe_identifier(document.get("commandId"))
-    command_type = _safe_identifier(document.get("type"))
+    command_type = _known_type(document.get("type"))
 
     sensitive = find_sensitive_data(document)
     if sensitive is not None:
@@ -150,6 +239,7 @@ def decode_command(raw: bytes | None, key: bytes | None) -> Command:
             command_type=command_type,
             withhold_body=True,
         )
+    text_key = _checked_key(key)
     version = document.get("schemaVersion")
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise InvalidMessage(
@@ -167,7 +257,8 @@ def decode_command(raw: bytes | None, key: bytes | None) -> Command:
             command_type=None,
         )
     try:
-        command = model.model_validate(document)
+        # Wire names only: the camelCase aliases, never the Python field names.
+        command = model.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as error:
         raise InvalidMessage(
             InvalidReason.SCHEMA_VIOLATION,
@@ -177,10 +268,17 @@ def decode_command(raw: bytes | None, key: bytes | None) -> Command:
         ) from None
 
     required_key = expected_key(command)
-    if required_key is not None and key != required_key.encode():
+    if required_key is not None and text_key != required_key:
         raise InvalidMessage(
             InvalidReason.KEY_MISMATCH,
             "the message key must equal the command's userId (a guest payment: its paymentId)",
+            command_id=command_id,
+            command_type=command_type,
+        )
+    if now is not None and command.issued_at > now + max_future_skew:
+        raise InvalidMessage(
+            InvalidReason.ISSUED_IN_FUTURE,
+            f"issuedAt is more than {max_future_skew.total_seconds():g} s ahead of the worker",
             command_id=command_id,
             command_type=command_type,
         )

@@ -6,7 +6,7 @@ written once per checkpoint (one transaction), not once per command. The Kafka
 transaction of the same checkpoint commits only after this write succeeds; if it then
 fails, the redelivered commands find their stored outcome in the inbox and re-emit it.
 
-A key's state, and the ids of its recent commands, stay cached across checkpoints while
+A key's state, and the ids of its newest commands, stay cached across checkpoints while
 this worker keeps them: reading them once per key instead of once per command is what
 lets the worker keep up. The cache is safe without knowing about rebalances, because
 every write is fenced. A key's event sequence is its version: a checkpoint advances it
@@ -16,10 +16,27 @@ one was paused and lost its partitions, the checkpoint fails, and the pipeline r
 from its last commit with an empty cache. Ids that clashed are remembered in
 ``WriteConflicts``, which outlives the restart, so the retry looks them up instead of
 deciding them again.
+
+Memory is bounded by what is cached, not by how many commands or users go by. The cache
+holds at most ``cached_keys`` keys and at most ``max_cached_bytes`` of their estimated
+size (``_estimated_bytes``), the least recently used evicted first. Per key it holds:
+
+- the active payment methods only (at most ``MAX_ACTIVE_PAYMENT_METHODS``). A removed
+  method is read when a command names its id (to remove it again, to reuse its id),
+  together with the check whether the id is another user's: the same query. A command
+  that names no payment method nor payment may be an erasure, which must purge what
+  removed methods still hold; those are read for it only if the key has any
+  (``_KnownStream.removed_with_data``). A checkpoint's staged state keeps the methods
+  it changed, removed ones too, until it is written: that is bounded by its commands.
+- the ids of its newest ``recent_commands`` commands. They are what recognises a
+  redelivered or re-sent command without a query; an older duplicate is still caught,
+  by the inbox's primary key, when the checkpoint is written (see ``processed_command``).
 """
 
 from __future__ import annotations
 
+import heapq
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -28,19 +45,31 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, Row, delete, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Row,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
-from domain.errors import TransientError
+from domain.errors import InvalidMessage, TransientError
 from domain.model import Decision, Payment, PaymentMethod, StreamState
+from domain.streams import stream_user_id
 from state.errors import database_errors
 from state.tables import (
-    event_streams,
     gateway_customers,
     payment_methods,
     payments,
     processed_commands,
+    stream_sequences,
 )
 
 
@@ -94,22 +123,40 @@ class ConcurrentWriteError(TransientError):
     """Another worker wrote first; this checkpoint is retried from its first command."""
 
 
+class UnstorableBatch(TransientError):
+    """PostgreSQL refused a value of one of this checkpoint's commands; the checkpoint is
+    retried from its first command, writing each of them alone (``WriteConflicts``)."""
+
+
 def _database_errors() -> AbstractContextManager[None]:
     return database_errors(ConcurrentWriteError)
 
 
 @dataclass(slots=True)
 class WriteConflicts:
-    """Command ids another writer stored first; they outlive a pipeline restart, so the
-    retried checkpoint reads their stored outcome instead of deciding them again."""
+    """What failed checkpoints taught; it outlives a pipeline restart.
+
+    ``command_ids``: ids another writer stored first, so the retried checkpoint reads
+    their stored outcome instead of deciding them again. ``suspects``: the commands of
+    a checkpoint that PostgreSQL refused as unstorable; the retry writes each of them
+    in a transaction of its own, so that only the one at fault is dead-lettered.
+    """
 
     command_ids: set[UUID] = field(default_factory=set)
+    suspects: set[UUID] = field(default_factory=set)
 
     def remember(self, command_ids: Iterable[UUID]) -> None:
-        if len(self.command_ids) > _MAX_REMEMBERED_CONFLICTS:
-            # Bounded memory; forgetting only costs another failed checkpoint.
-            self.command_ids.clear()
-        self.command_ids.update(command_ids)
+        _bounded_update(self.command_ids, command_ids)
+
+    def suspect(self, command_ids: Iterable[UUID]) -> None:
+        _bounded_update(self.suspects, command_ids)
+
+
+def _bounded_update(remembered: set[UUID], command_ids: Iterable[UUID]) -> None:
+    if len(remembered) > _MAX_REMEMBERED_CONFLICTS:
+        # Bounded memory; forgetting only costs another failed checkpoint.
+        remembered.clear()
+    remembered.update(command_ids)
 
 
 _MAX_REMEMBERED_CONFLICTS = 100_000
@@ -117,26 +164,117 @@ _MAX_REMEMBERED_CONFLICTS = 100_000
 
 @dataclass(frozen=True, slots=True)
 class _KnownStream:
-    """A key as it is in Postgres: its state and the ids of its recent commands."""
+    """A key as it is in Postgres: its state with its active methods only, the ids
+    (``UUID.int``, oldest first) of its newest commands, whether a removed method of it
+    may still hold a gateway token or a billing name, and the entry's estimated size."""
 
     state: StreamState
-    command_ids: frozenset[UUID]
+    recent_ids: tuple[int, ...]
+    removed_with_data: bool
+    size: int
+
+
+@dataclass(slots=True)
+class _StagedStream:
+    """A key's state with this checkpoint's decisions applied (changed methods kept)."""
+
+    state: StreamState
+    removed_with_data: bool
+
+
+def _holds_personal_data(method: PaymentMethod) -> bool:
+    return method.gateway_token is not None or method.billing_name is not None
+
+
+def _any_removed_with_data(methods: Iterable[PaymentMethod]) -> bool:
+    return any(not method.active and _holds_personal_data(method) for method in methods)
+
+
+def _method_order(method: PaymentMethod) -> tuple[datetime, str]:
+    return method.created_at, method.payment_method_id
+
+
+# What a cache entry costs beyond its strings, from the sizes of this interpreter's
+# objects: the OrderedDict's slot and link, the entry, its state and tuples; per method
+# its object, two datetimes and the expiry year (the month is a shared small int); per
+# recent command id a tuple slot and a 128-bit int. Strings are measured one by one
+# (``sys.getsizeof``: a non-ASCII billing name costs more). Every object is rounded up
+# to pymalloc's 16-byte blocks, as the allocator does; the unit tests check the estimate
+# against tracemalloc.
+def _block(size: int) -> int:
+    return -(-size // 16) * 16
+
+
+_ENTRY_BYTES = (
+    _block(sys.getsizeof(_KnownStream(StreamState(key=""), (), False, 0)))
+    + _block(sys.getsizeof(StreamState(key="")))
+    + _block(sys.getsizeof((None,)))  # the methods tuple, beyond its slots
+    + _block(sys.getsizeof((0,)))  # the recent ids tuple, beyond its slots
+    + 120  # the OrderedDict: its hash table slots (with their slack) and its link node
+)
+_METHOD_BYTES = (
+    8  # its slot in the methods tuple
+    + _block(
+        sys.getsizeof(
+            PaymentMethod(
+                "", "", None, "", "", 1, 2030, "", None, False, True, datetime.min, datetime.min
+            )
+        )
+    )
+    + 2 * _block(sys.getsizeof(datetime.min))
+    + _block(sys.getsizeof(2030))
+)
+_RECENT_ID_BYTES = 8 + _block(sys.getsizeof(2**127))
+
+
+def _str_bytes(value: str | None) -> int:
+    return 0 if value is None else _block(sys.getsizeof(value))
+
+
+def _estimated_bytes(key: str, state: StreamState, recent_ids: tuple[int, ...]) -> int:
+    """What a cache entry costs, to bound the cache by bytes and not only by keys.
+
+    A key's size varies with its methods (up to ``MAX_ACTIVE_PAYMENT_METHODS``, with
+    names and tokens) and its recent ids, from some 600 bytes to some 16 KiB, so a
+    count of keys alone bounds nothing in particular.
+    """
+    size = _ENTRY_BYTES + _str_bytes(key) + _str_bytes(state.gateway_customer_id)
+    size += _RECENT_ID_BYTES * len(recent_ids)
+    for method in state.methods:
+        size += (
+            _METHOD_BYTES
+            + _str_bytes(method.payment_method_id)
+            + _str_bytes(method.user_id)
+            + _str_bytes(method.gateway_token)
+            + _str_bytes(method.brand)
+            + _str_bytes(method.last4)
+            + _str_bytes(method.fingerprint)
+            + _str_bytes(method.billing_name)
+        )
+    return size
 
 
 _LOAD_STREAM = text(
     """
-    SELECT s.last_sequence, c.customer_id, recent.command_ids, m.*
-    FROM (SELECT CAST(:key AS text) AS key) AS k
-    LEFT JOIN event_streams AS s ON s.stream_key = k.key
-    LEFT JOIN gateway_customers AS c ON c.user_id = k.key
+    SELECT s.last_sequence, c.customer_id, recent.command_ids, removed.with_data, m.*
+    FROM (SELECT CAST(:key AS text) AS key, CAST(:user_id AS text) AS user_id) AS k
+    LEFT JOIN stream_sequences AS s ON s.stream_key = k.key
+    LEFT JOIN gateway_customers AS c ON c.user_id = k.user_id
     LEFT JOIN LATERAL (
-        SELECT array_agg(p.command_id) AS command_ids
+        SELECT array_agg(p.command_id ORDER BY p.processed_at) AS command_ids
         FROM (
-            SELECT command_id FROM processed_commands
+            SELECT command_id, processed_at FROM processed_commands
             WHERE stream_key = k.key ORDER BY processed_at DESC LIMIT :recent
         ) AS p
     ) AS recent ON true
-    LEFT JOIN payment_methods AS m ON m.user_id = k.key
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (
+            SELECT FROM payment_methods AS r
+            WHERE r.user_id = k.user_id AND NOT r.active
+            AND (r.gateway_token IS NOT NULL OR r.billing_name IS NOT NULL)
+        ) AS with_data
+    ) AS removed
+    LEFT JOIN payment_methods AS m ON m.user_id = k.user_id AND m.active
     ORDER BY m.created_at, m.payment_method_id
     """
 )
@@ -150,18 +288,23 @@ class CommandStore:
         engine: Engine,
         *,
         cached_keys: int = 50_000,
-        recent_commands: int = 1_000,
+        max_cached_bytes: int = 96 * 2**20,
+        recent_commands: int = 16,
         conflicts: WriteConflicts | None = None,
     ) -> None:
+        if min(cached_keys, max_cached_bytes, recent_commands) < 1:
+            raise ValueError("the cache bounds must be positive")
         self._engine = engine
         self._cached_keys = cached_keys
+        self._max_cached_bytes = max_cached_bytes
         self._recent_commands = recent_commands
         self._conflicts = conflicts if conflicts is not None else WriteConflicts()
         self._reader: Connection | None = None
-        # Committed state per key, least recently used first.
+        # Committed state per key, least recently used first, and its estimated size.
         self._known: OrderedDict[str, _KnownStream] = OrderedDict()
+        self._known_bytes = 0
         # This checkpoint's decisions, not yet in Postgres.
-        self._streams: dict[str, StreamState] = {}
+        self._streams: dict[str, _StagedStream] = {}
         self._commands: dict[UUID, ProcessedCommand] = {}
         self._changed_methods: dict[str, PaymentMethod] = {}
         self._changed_payments: dict[str, Payment] = {}
@@ -183,12 +326,17 @@ class CommandStore:
     def cached_keys(self) -> int:
         return len(self._known)
 
+    @property
+    def cached_bytes(self) -> int:
+        """The cache's estimated size; at most ``max_cached_bytes`` between calls."""
+        return self._known_bytes
+
     # --- reads -------------------------------------------------------------------------
 
     def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None:
         """The stored outcome of ``command_id``, if it was processed before.
 
-        Only a command id among the key's recent ones, or one that clashed before, costs
+        Only a command id among the key's newest ones, or one that clashed before, costs
         a query; an id used earlier under another key, or long ago, is caught by the
         inbox's primary key when the checkpoint is written (see the module docstring).
         """
@@ -196,7 +344,7 @@ class CommandStore:
         if pending is not None:
             return pending
         known = self._known_stream(key)
-        if command_id not in known.command_ids and command_id not in self._conflicts.command_ids:
+        if command_id.int not in known.recent_ids and command_id not in self._conflicts.command_ids:
             return None
         with _database_errors():
             row = (
@@ -217,19 +365,53 @@ class CommandStore:
         """The state of one key as the next decision must see it.
 
         ``named_payment_method_ids`` are ids the command wants to use; any of them that
-        belongs to another key is reported in ``taken_payment_method_ids``.
+        belongs to another key is reported in ``taken_payment_method_ids``, and any that
+        is a removed method of this key's is added to its methods (both from one query).
         ``named_payment_ids`` are payments the command names, loaded whoever owns them.
+        A command that names neither may be an erasure: this key's removed methods that
+        still hold a token or a billing name are added for it, if it has any.
         """
-        state = self._streams.get(key) or self._known_stream(key).state
-        own_ids = {method.payment_method_id for method in state.methods}
-        foreign = [pid for pid in named_payment_method_ids if pid not in own_ids]
+        state, removed_with_data = self._current(key)
+        named = list(named_payment_method_ids)
         payment_ids = list(named_payment_ids)
-        if not foreign and not payment_ids:
+        own_ids = {method.payment_method_id for method in state.methods}
+        foreign = [pid for pid in named if pid not in own_ids]
+        with_removed = removed_with_data and not named and not payment_ids
+        if not foreign and not payment_ids and not with_removed:
             return state
         with _database_errors():
-            taken = self._taken_ids(key, foreign) if foreign else frozenset()
+            taken, removed = (
+                self._named_methods(key, foreign, with_removed, own_ids)
+                if foreign or with_removed
+                else (frozenset(), ())
+            )
             named_payments = self._payments(payment_ids) if payment_ids else ()
-        return replace(state, taken_payment_method_ids=taken, payments=named_payments)
+        if with_removed and not removed and not _any_removed_with_data(state.methods):
+            self._no_removed_data(key)
+        methods = state.methods
+        if removed:
+            # In the order of a full read (creation), so that decisions see what they did
+            # when every method was read.
+            methods = tuple(heapq.merge(methods, removed, key=_method_order))
+        return replace(
+            state, methods=methods, taken_payment_method_ids=taken, payments=named_payments
+        )
+
+    def _current(self, key: str) -> tuple[StreamState, bool]:
+        staged = self._streams.get(key)
+        if staged is not None:
+            return staged.state, staged.removed_with_data
+        known = self._known_stream(key)
+        return known.state, known.removed_with_data
+
+    def _no_removed_data(self, key: str) -> None:
+        """No removed method of ``key`` holds personal data: stop looking for them."""
+        staged = self._streams.get(key)
+        if staged is not None:
+            staged.removed_with_data = False
+        known = self._known.get(key)
+        if known is not None:
+            self._known[key] = replace(known, removed_with_data=False)
 
     def _read(self) -> Connection:
         """One autocommit connection for reads: no pool checkout (and ping) per query."""
@@ -251,12 +433,24 @@ class CommandStore:
     def forget_cached(self) -> None:
         """Drop every cached key (this worker gave up partitions; others may write them)."""
         self._known.clear()
+        self._known_bytes = 0
+
+    def _entry(
+        self, key: str, state: StreamState, recent_ids: tuple[int, ...], removed_with_data: bool
+    ) -> _KnownStream:
+        return _KnownStream(
+            state, recent_ids, removed_with_data, _estimated_bytes(key, state, recent_ids)
+        )
 
     def _remember(self, key: str, known: _KnownStream) -> None:
+        before = self._known.pop(key, None)
+        if before is not None:
+            self._known_bytes -= before.size
         self._known[key] = known
-        self._known.move_to_end(key)
-        while len(self._known) > self._cached_keys:
-            self._known.popitem(last=False)
+        self._known_bytes += known.size
+        while len(self._known) > self._cached_keys or self._known_bytes > self._max_cached_bytes:
+            _, evicted = self._known.popitem(last=False)
+            self._known_bytes -= evicted.size
 
     def _payments(self, ids: list[str]) -> tuple[Payment, ...]:
         found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
@@ -269,52 +463,100 @@ class CommandStore:
         return tuple(found[pid] for pid in ids if pid in found)
 
     def _load_stream(self, key: str) -> _KnownStream:
-        """A key's methods, sequence, gateway customer and recent command ids, in one query.
+        """A key's active methods, sequence, gateway customer and newest command ids, and
+        whether a removed method still holds personal data, in one query.
 
-        One row per payment method (or one row of NULL method columns when it has none),
-        each carrying the key's other values: one round trip for the first command of
-        every key is most of what reading costs.
+        One row per active payment method (or one row of NULL method columns when it has
+        none), each carrying the key's other values: one round trip for the first command
+        of every key is most of what reading costs.
         """
         rows = (
             self._read()
-            .execute(_LOAD_STREAM, {"key": key, "recent": self._recent_commands})
+            .execute(
+                _LOAD_STREAM,
+                # A guest payment's stream has no user: no methods, no gateway customer.
+                {"key": key, "user_id": stream_user_id(key), "recent": self._recent_commands},
+            )
             .mappings()
             .all()
         )
         first = rows[0]
-        return _KnownStream(
-            state=StreamState(
-                key=key,
-                last_sequence=first["last_sequence"] or 0,
-                methods=tuple(
-                    PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
-                    for row in rows
-                    if row["payment_method_id"] is not None
-                ),
-                gateway_customer_id=first["customer_id"],
+        state = StreamState(
+            key=key,
+            last_sequence=first["last_sequence"] or 0,
+            methods=tuple(
+                PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
+                for row in rows
+                if row["payment_method_id"] is not None
             ),
-            command_ids=frozenset(first["command_ids"] or ()),
+            gateway_customer_id=first["customer_id"],
         )
+        recent_ids = tuple(command_id.int for command_id in first["command_ids"] or ())
+        return self._entry(key, state, recent_ids, bool(first["with_data"]))
 
-    def _taken_ids(self, key: str, ids: list[str]) -> frozenset[str]:
-        pending = {pid for pid in ids if pid in self._changed_methods}
-        stored = (
-            self._read()
-            .execute(
-                select(payment_methods.c.payment_method_id).where(
-                    payment_methods.c.payment_method_id.in_(ids), payment_methods.c.user_id != key
+    def _named_methods(
+        self, key: str, ids: list[str], with_removed: bool, own_ids: set[str]
+    ) -> tuple[frozenset[str], tuple[PaymentMethod, ...]]:
+        """Which of ``ids`` are another key's, and this key's removed methods among them
+        (with, for a possible erasure, those that still hold personal data), in one query.
+
+        A method staged in this checkpoint for another key is taken too; one staged for
+        this key is already in its state (``own_ids``), which wins over Postgres. An
+        active method of this key that its state lacks means the state is outdated: it is
+        ignored, so that the decision is the one the outdated state gives (the write is
+        fenced and fails anyway, see the module docstring).
+        """
+        user_id = stream_user_id(key)
+        taken = {pid for pid in ids if pid in self._changed_methods}
+        conditions: list[ColumnElement[bool]] = (
+            [payment_methods.c.payment_method_id.in_(ids)] if ids else []
+        )
+        if with_removed and user_id is not None:
+            conditions.append(
+                and_(
+                    payment_methods.c.user_id == user_id,
+                    payment_methods.c.active.is_(False),
+                    or_(
+                        payment_methods.c.gateway_token.is_not(None),
+                        payment_methods.c.billing_name.is_not(None),
+                    ),
                 )
             )
-            .scalars()
-        )
-        return frozenset(pending | set(stored))
+        if not conditions:
+            return frozenset(taken), ()
+        removed: list[PaymentMethod] = []
+        rows = self._read().execute(select(payment_methods).where(or_(*conditions)))
+        for row in rows:
+            if row.user_id != user_id:
+                taken.add(row.payment_method_id)
+            elif not row.active and row.payment_method_id not in own_ids:
+                removed.append(_method_from_row(row))
+        removed.sort(key=_method_order)
+        return frozenset(taken), tuple(removed)
 
     # --- writes ------------------------------------------------------------------------
 
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
-        """Stage one decision; nothing reaches Postgres before ``flush``."""
+        """Stage one decision; nothing reaches Postgres before ``flush``.
+
+        A command of a checkpoint that PostgreSQL refused is written at once, alone,
+        after the decisions staged before it: if PostgreSQL refuses it again, this raises
+        ``InvalidMessage(processing_failed)`` and nothing of it is kept. Writing before
+        the Kafka transaction commits is safe: a redelivery finds the stored outcome.
+        """
+        if processed.command_id not in self._conflicts.suspects:
+            self._stage(processed, key, decision)
+            return
+        self.flush()
+        self._stage(processed, key, decision)
+        try:
+            self._write_staged()
+        finally:
+            self._conflicts.suspects.discard(processed.command_id)
+
+    def _stage(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
         self._commands[processed.command_id] = processed
-        state = self._streams.get(key) or self._known_stream(key).state
+        state, removed_with_data = self._current(key)
         methods = {method.payment_method_id: method for method in state.methods}
         for method in decision.changed_methods:
             methods[method.payment_method_id] = method
@@ -328,11 +570,14 @@ class CommandStore:
         if decision.customer_reference is not None:
             customer_id = decision.customer_reference.customer_id
             self._changed_customers[key] = customer_id
-        self._streams[key] = StreamState(
-            key=key,
-            last_sequence=last_sequence,
-            methods=tuple(methods.values()),
-            gateway_customer_id=customer_id,
+        self._streams[key] = _StagedStream(
+            StreamState(
+                key=key,
+                last_sequence=last_sequence,
+                methods=tuple(methods.values()),
+                gateway_customer_id=customer_id,
+            ),
+            removed_with_data or _any_removed_with_data(decision.changed_methods),
         )
 
     def flush(self) -> int:
@@ -341,6 +586,21 @@ class CommandStore:
         The transaction fails, and nothing of it is applied, if another writer stored
         one of these commands or advanced one of these keys since this worker read it.
         """
+        staged = list(self._commands)
+        try:
+            return self._write_staged()
+        except TransientError:
+            raise
+        except Exception as refused:
+            # PostgreSQL refused a value (InvalidMessage, see state.errors) or the write
+            # failed in a way that repeats: find the command at fault by writing each alone.
+            self._conflicts.suspect(staged)
+            detail = (
+                refused.detail if isinstance(refused, InvalidMessage) else type(refused).__name__
+            )
+            raise UnstorableBatch(detail) from None
+
+    def _write_staged(self) -> int:
         if not self._commands:
             self.discard()
             return 0
@@ -354,7 +614,7 @@ class CommandStore:
                 self._write_payments(connection)
                 self._write_customers(connection)
         except ConcurrentWriteError:
-            self._known.clear()
+            self.forget_cached()
             raise
         else:
             self._commit_to_cache()
@@ -363,19 +623,20 @@ class CommandStore:
         return count
 
     def _commit_to_cache(self) -> None:
-        new_ids: dict[str, set[UUID]] = {}
+        """Keep the written states, without their removed methods, and the newest ids."""
+        new_ids: dict[str, list[int]] = {}
         for command in self._commands.values():
-            new_ids.setdefault(command.stream_key, set()).add(command.command_id)
-        for key, state in self._streams.items():
+            new_ids.setdefault(command.stream_key, []).append(command.command_id.int)
+        for key, staged in self._streams.items():
             before = self._known.get(key)
-            ids = (before.command_ids if before is not None else frozenset()) | new_ids.get(
-                key, set()
+            ids = (before.recent_ids if before is not None else ()) + tuple(new_ids.get(key, ()))
+            state = staged.state
+            if not all(method.active for method in state.methods):
+                state = replace(state, methods=tuple(m for m in state.methods if m.active))
+            self._remember(
+                key,
+                self._entry(key, state, ids[-self._recent_commands :], staged.removed_with_data),
             )
-            if len(ids) > self._recent_commands:
-                # Read again (the newest ids only) when next needed, to bound memory.
-                self._known.pop(key, None)
-                continue
-            self._remember(key, _KnownStream(state, ids))
 
     def _write_inbox(self, connection: Connection) -> None:
         stored = connection.execute(
@@ -457,7 +718,10 @@ class CommandStore:
                 raise ConcurrentWriteError(f"payment {payment.payment_id} changed meanwhile")
 
     def _write_customers(self, connection: Connection) -> None:
-        for user_id, customer_id in self._changed_customers.items():
+        for key, customer_id in self._changed_customers.items():
+            user_id = stream_user_id(key)
+            if user_id is None:
+                raise ValueError("a guest payment's stream has no gateway customer")
             if customer_id is None:
                 connection.execute(
                     delete(gateway_customers).where(gateway_customers.c.user_id == user_id)
@@ -481,7 +745,7 @@ class CommandStore:
         moved = connection.execute(
             text(
                 "SELECT v.key FROM unnest(CAST(:keys AS text[]), CAST(:reads AS bigint[]))"
-                " AS v(key, read) LEFT JOIN event_streams AS e ON e.stream_key = v.key"
+                " AS v(key, read) LEFT JOIN stream_sequences AS e ON e.stream_key = v.key"
                 " WHERE coalesce(e.last_sequence, 0) <> v.read"
             ),
             {"keys": unchanged, "reads": [self._read_versions[key] for key in unchanged]},
@@ -503,12 +767,12 @@ class CommandStore:
                 advanced.append((key, read, sequence))
         if new_keys:
             # A plain INSERT: a row that appeared meanwhile fails the transaction.
-            connection.execute(insert(event_streams), new_keys)
+            connection.execute(insert(stream_sequences), new_keys)
         if advanced:
             keys, reads, sequences = (list(column) for column in zip(*advanced, strict=True))
             updated = connection.execute(
                 text(
-                    "UPDATE event_streams AS e SET last_sequence = v.sequence"
+                    "UPDATE stream_sequences AS e SET last_sequence = v.sequence"
                     " FROM unnest(CAST(:keys AS text[]), CAST(:reads AS bigint[]),"
                     " CAST(:sequences AS bigint[])) AS v(key, read, sequence)"
                     " WHERE e.stream_key = v.key AND e.last_sequence = v.read"

@@ -50,7 +50,7 @@ def test_add_payment_method_becomes_a_row_and_events(
         ).one()
         inbox = connection.execute(text("SELECT command_id, status FROM processed_commands")).one()
         last_sequence = connection.execute(
-            text("SELECT last_sequence FROM event_streams WHERE stream_key = 'user-e2e'")
+            text("SELECT last_sequence FROM stream_sequences WHERE stream_key = 'user:user-e2e'")
         ).scalar_one()
     assert tuple(row) == ("user-e2e", "4242", True, True, "Ada Lovelace")
     assert (str(inbox.command_id), inbox.status) == (command["commandId"], "accepted")
@@ -173,7 +173,8 @@ def _poison() -> list[tuple[str, bytes | None, bytes | None]]:
         ("sensitive_data", key, _with(add, "correlationId", "4111111111111111")),
         ("sensitive_data", key, _with(add, "payload.cvv", "123")),
         ("key_mismatch", b"someone-else", raw),
-        ("key_mismatch", None, raw),
+        ("invalid_key", None, raw),
+        ("invalid_key", b"user\x00dlq", raw),
     ]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
+from domain.model import StreamState
 from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
@@ -78,7 +79,7 @@ def test_a_stale_cached_key_cannot_write_and_is_read_again(engine: Engine) -> No
     assert _result(added)["status"] == "accepted"
 
     # The second worker takes the key over (a rebalance) and changes it.
-    second.stream_state("user-a")
+    second.stream_state("user:user-a")
     _process(second, _update("user-a", "pm-a", 3), "user-a")
     second.flush()
 
@@ -87,11 +88,11 @@ def test_a_stale_cached_key_cannot_write_and_is_read_again(engine: Engine) -> No
     with pytest.raises(ConcurrentWriteError):
         first.flush()
     assert first.cached_keys == 0
-    state = first.stream_state("user-a")
+    state = first.stream_state("user:user-a")
     assert [m.exp_month for m in state.methods] == [3]
     with engine.connect() as connection:
         # Added and DefaultPaymentMethodChanged, then the second worker's update.
-        assert connection.execute(text("SELECT last_sequence FROM event_streams")).scalar() == 3
+        assert connection.execute(text("SELECT last_sequence FROM stream_sequences")).scalar() == 3
 
 
 def test_a_command_id_reused_under_another_key_is_caught_then_answered_from_the_inbox(
@@ -158,7 +159,7 @@ def test_a_rejection_decided_on_a_stale_cached_key_is_not_stored(engine: Engine)
     first.flush()
 
     # Another worker adds a card while the first still has the key cached.
-    second.stream_state("user-a")
+    second.stream_state("user:user-a")
     _process(
         second,
         add_payment_method("user-a", payment_method_id="pm-b", fingerprint="fp_0000000002"),
@@ -177,3 +178,196 @@ def test_a_rejection_decided_on_a_stale_cached_key_is_not_stored(engine: Engine)
     retried = _result(_process(first, set_default, "user-a"))
     assert retried["status"] == "accepted"
     first.flush()
+
+
+# --- bounded memory: what a key's cache entry holds ---------------------------------------
+
+
+def _remove(user: str, method_id: str) -> dict[str, Any]:
+    return command(
+        "RemovePaymentMethod", user, {"paymentMethodId": method_id, "reason": "user_request"}
+    )
+
+
+def _selects(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+
+
+def _user_with_a_removed_card(
+    store: CommandStore, user: str = "user-a", billing_name: str | None = "A Holder"
+) -> None:
+    """pm-kept stays; pm-gone is removed (removal keeps its billing name, if any)."""
+    _process(store, add_payment_method(user, payment_method_id="pm-kept"), user)
+    gone = add_payment_method(
+        user, payment_method_id="pm-gone", fingerprint="fp_0000000002", billing_name=billing_name
+    )
+    _process(store, gone, user)
+    assert _result(_process(store, _remove(user, "pm-gone"), user))["status"] == "accepted"
+    store.flush()
+
+
+def _method_ids(state: StreamState) -> list[str]:
+    return [method.payment_method_id for method in state.methods]
+
+
+def test_removed_methods_are_neither_cached_nor_read_with_the_state(engine: Engine) -> None:
+    cached = CommandStore(engine)
+    _user_with_a_removed_card(cached, billing_name=None)
+    fresh = CommandStore(engine)
+    for store in (cached, fresh):
+        with _statements(engine) as statements:
+            assert _method_ids(store.stream_state("user:user-a")) == ["pm-kept"]
+            assert _method_ids(store.stream_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
+        assert len(_selects(statements)) == (1 if store is fresh else 0), statements
+
+
+def test_removed_methods_holding_a_billing_name_are_read_only_for_a_possible_erasure(
+    engine: Engine,
+) -> None:
+    store = CommandStore(engine)
+    _user_with_a_removed_card(store)
+    # A command naming a method or a payment is no erasure: the cached state, no query.
+    with _statements(engine) as statements:
+        assert _method_ids(store.stream_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
+    assert _selects(statements) == []
+    # One naming nothing may be an erasure, which must purge the billing name.
+    assert _method_ids(store.stream_state("user:user-a")) == ["pm-gone", "pm-kept"]
+    # Not cached for it either.
+    assert _method_ids(store.stream_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
+
+
+@pytest.mark.parametrize("fresh_store", [False, True], ids=["cached", "read-afresh"])
+def test_commands_naming_a_removed_method_are_decided_as_before(
+    engine: Engine, fresh_store: bool
+) -> None:
+    store = CommandStore(engine)
+    _user_with_a_removed_card(store)
+    if fresh_store:
+        store = CommandStore(engine)
+
+    def answer(document: dict[str, Any]) -> tuple[str, str]:
+        result = _result(_process(store, document, "user-a"))
+        return result["status"], result["reason"]
+
+    # Removing it again: accepted, nothing changes (the rule needs the removed method).
+    assert answer(_remove("user-a", "pm-gone")) == ("accepted", "no_change")
+    assert answer(_update("user-a", "pm-gone", 5)) == ("rejected", "payment_method_not_found")
+    set_default = command("SetDefaultPaymentMethod", "user-a", {"paymentMethodId": "pm-gone"})
+    assert answer(set_default) == ("rejected", "payment_method_not_found")
+    # Its id cannot be reused, not even by its owner.
+    reuse = add_payment_method("user-a", payment_method_id="pm-gone", fingerprint="fp_0000000003")
+    assert answer(reuse) == ("rejected", "payment_method_id_taken")
+    # The same card again is a new method: a removed card is no duplicate.
+    again = add_payment_method("user-a", payment_method_id="pm-new", fingerprint="fp_0000000002")
+    assert answer(again) == ("accepted", "ok")
+    store.flush()
+
+
+def test_a_removed_method_is_read_with_the_foreign_id_check_in_one_query(
+    engine: Engine,
+) -> None:
+    store = CommandStore(engine)
+    _user_with_a_removed_card(store)
+    store.stream_state("user:user-a")  # the key is cached
+    with _statements(engine) as statements:
+        state = store.stream_state("user:user-a", ["pm-gone"], [])
+    # In the order of a full read (creation, then id: this test's clock stands still).
+    assert [(m.payment_method_id, m.active) for m in state.methods] == [
+        ("pm-gone", False),
+        ("pm-kept", True),
+    ]
+    assert state.taken_payment_method_ids == frozenset()
+    assert len(_selects(statements)) == 1, statements
+    # Another user naming it learns only that it is taken.
+    other = store.stream_state("user:user-b", ["pm-gone"], [])
+    assert other.taken_payment_method_ids == {"pm-gone"}
+    assert other.methods == ()
+
+
+@pytest.mark.parametrize("fresh_store", [False, True], ids=["cached", "read-afresh"])
+def test_an_erasure_purges_removed_methods_it_did_not_cache(
+    engine: Engine, fresh_store: bool
+) -> None:
+    store = CommandStore(engine)
+    _user_with_a_removed_card(store)
+    if fresh_store:
+        store = CommandStore(engine)
+    erased = _result(_process(store, command("EraseUserData", "user-a"), "user-a"))
+    assert erased["status"] == "accepted"
+    store.flush()
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT payment_method_id, active, gateway_token, billing_name"
+                " FROM payment_methods ORDER BY payment_method_id"
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        ("pm-gone", False, None, None),
+        ("pm-kept", False, None, None),
+    ]
+    # Nothing is left to purge: the next command naming nothing reads no removed method.
+    with _statements(engine) as statements:
+        store.stream_state("user:user-a")
+        store.stream_state("user:user-a")
+    assert len(_selects(statements)) <= 1, statements
+
+
+def test_a_key_entry_does_not_grow_with_its_commands(engine: Engine) -> None:
+    store = CommandStore(engine, recent_commands=4)
+    _process(store, add_payment_method("user-a", payment_method_id="pm-a"), "user-a")
+    store.flush()
+    sizes = []
+    for month in range(1, 13):
+        _process(store, _update("user-a", "pm-a", month), "user-a")
+        store.flush()
+        sizes.append(store.cached_bytes)
+    assert store.cached_keys == 1
+    # Growing while the window of recent ids fills, then flat.
+    assert sizes[3:] == [sizes[3]] * 9, sizes
+
+
+def test_only_the_newest_commands_are_recognised_without_deciding(engine: Engine) -> None:
+    store = CommandStore(engine, recent_commands=2)
+    documents = [_update("user-a", "pm-a", month) for month in (1, 2, 3)]
+    _process(store, add_payment_method("user-a", payment_method_id="pm-a"), "user-a")
+    store.flush()
+    firsts = [_result(_process(store, document, "user-a")) for document in documents]
+    store.flush()
+
+    # The newest is among the cached ids: answered from the inbox, nothing staged.
+    assert _result(_process(store, documents[-1], "user-a")) == firsts[-1]
+    assert store.pending_commands == 0
+    # An older one is decided again, and the inbox's primary key stops the checkpoint;
+    # the restarted pipeline looks it up and answers it as first decided.
+    conflicts = WriteConflicts()
+    retried = CommandStore(engine, recent_commands=2, conflicts=conflicts)
+    _process(retried, documents[0], "user-a")
+    with pytest.raises(ConcurrentWriteError):
+        retried.flush()
+    restarted = CommandStore(engine, recent_commands=2, conflicts=conflicts)
+    assert _result(_process(restarted, documents[0], "user-a")) == firsts[0]
+    assert restarted.pending_commands == 0
+
+
+def test_the_cache_keeps_within_its_byte_bound_evicting_the_least_recently_used(
+    engine: Engine,
+) -> None:
+    probe = CommandStore(engine)
+    probe.stream_state("user:user-0")
+    one_key = probe.cached_bytes
+    bound = 5 * one_key + one_key // 2
+    store = CommandStore(engine, max_cached_bytes=bound)
+    for n in range(12):
+        store.stream_state(f"user:user-{n}")
+        assert store.cached_bytes <= bound
+    assert store.cached_keys == 5
+    # The most recently used keys are still cached: reading them needs no query.
+    with _statements(engine) as statements:
+        for n in range(7, 12):
+            store.stream_state(f"user:user-{n}")
+    assert _selects(statements) == []
+    # The others were evicted and are read again.
+    with _statements(engine) as statements:
+        store.stream_state("user:user-0")
+    assert len(_selects(statements)) == 1

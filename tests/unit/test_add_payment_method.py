@@ -101,6 +101,18 @@ def test_card_expired_at_issue_time_is_rejected() -> None:
     assert decision.result.reason == Reason.CARD_EXPIRED
 
 
+def test_a_backdated_issued_at_does_not_revive_an_expired_card() -> None:
+    # Issued (it says) in 2025, while the card was valid; decided in November 2026.
+    backdated = _command(exp_month=10, exp_year=2026, issued_at=datetime(2025, 1, 1, tzinfo=UTC))
+    assert decide(backdated, StreamState(USER), NOW).result.reason == Reason.CARD_EXPIRED
+
+
+def test_a_card_that_expired_while_the_command_waited_is_rejected() -> None:
+    late = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)
+    decision = decide(_command(exp_month=11, exp_year=2026), StreamState(USER), late)
+    assert decision.result.reason == Reason.CARD_EXPIRED
+
+
 def test_card_expiring_this_month_is_still_valid() -> None:
     decision = decide(_command(exp_month=11, exp_year=2026), StreamState(USER), NOW)
     assert decision.result.status == "accepted"

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from domain.errors import InvalidMessage, InvalidReason
+from schemas.card_numbers import contains_card_number
 from schemas.commands import AddPaymentMethod
 from schemas.decoding import MAX_MESSAGE_BYTES, decode_command
-from schemas.sensitive import contains_card_number
 from tests.factories import add_payment_method, encode
 
 KEY = b"user-123"

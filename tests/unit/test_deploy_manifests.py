@@ -307,6 +307,7 @@ def test_alert_rules_are_complete() -> None:
     assert set(names) >= {
         "PaymentWorkerConsumerLagGrowing",
         "PaymentWorkerDeadLetters",
+        "PaymentWorkerProcessingFailed",
         "PaymentWorkerCircuitOpen",
         "PaymentWorkerNoCommits",
         "PaymentWorkerRebalanceStorm",
@@ -327,6 +328,7 @@ def test_alert_expressions_use_the_metrics_they_are_about() -> None:
     expected = {
         "PaymentWorkerConsumerLagGrowing": ["payment_worker_consumer_lag"],
         "PaymentWorkerDeadLetters": ["payment_worker_dead_letters_total"],
+        "PaymentWorkerProcessingFailed": ["payment_worker_dead_letters_total"],
         "PaymentWorkerCircuitOpen": ["payment_worker_circuit_breaker_state"],
         "PaymentWorkerNoCommits": [
             "payment_worker_checkpoint_commands_count",
