@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install stack-up stack-down lint unit integration bench chaos chaos-small scale-proof clean
+.PHONY: run test install stack-up stack-down lint unit integration bench bench-memory chaos chaos-small scale-proof clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "payment-worker needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -50,6 +50,10 @@ test: install stack-up lint
 # The proofs of README §Performance and §Reliability (long; CI runs small versions).
 bench: install stack-up
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# RSS over 1,000,000 commands and 200,000 users (DESIGN.md §6); e.g. BENCH_MEMORY_ARGS=--through-kafka
+bench-memory: install stack-up
+	$(BIN)/python -m bench.memory $(BENCH_MEMORY_ARGS)
 
 chaos: install
 	$(BIN)/python -m bench.chaos
