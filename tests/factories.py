@@ -48,6 +48,17 @@ def add_payment_method(
     }
 
 
+def with_field(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``document`` with the field at a dotted ``path`` set to ``value``."""
+    changed: dict[str, Any] = json.loads(json.dumps(document))
+    target = changed
+    *parents, leaf = path.split(".")
+    for part in parents:
+        target = target[part]
+    target[leaf] = value
+    return changed
+
+
 def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document).encode()
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 
 from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
-from tests.factories import add_payment_method, command, encode
+from tests.factories import add_payment_method, command, encode, with_field
 
 
 def test_add_payment_method_becomes_a_row_and_events(
@@ -112,13 +112,7 @@ def test_duplicate_command_republishes_its_result_without_new_effects(
 
 def _with(document: dict[str, Any], path: str, value: Any) -> bytes:
     """``document`` with the field at a dotted ``path`` set to ``value``, as bytes."""
-    changed = json.loads(json.dumps(document))
-    target = changed
-    *parents, leaf = path.split(".")
-    for part in parents:
-        target = target[part]
-    target[leaf] = value
-    return encode(changed)
+    return encode(with_field(document, path, value))
 
 
 def _payment(**changes: Any) -> dict[str, Any]:

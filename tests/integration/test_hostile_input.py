@@ -7,7 +7,6 @@ offset advances past the bad message and the next valid command is processed.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import urllib.request
@@ -27,7 +26,7 @@ from config.settings import Settings
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from sandbox.gateway_server import SandboxGatewayServer
 from schemas.card_numbers import passes_luhn
-from tests.factories import add_payment_method, command, encode
+from tests.factories import add_payment_method, command, encode, with_field
 
 PAN = "4111111111111111"
 KEY = b"user-hostile"
@@ -60,13 +59,8 @@ class Case:
 
 def _set(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A copy of ``document`` with a new command id and ``path`` set to ``value``."""
-    changed: dict[str, Any] = json.loads(json.dumps(document))
+    changed = with_field(document, path, value)
     changed["commandId"] = str(uuid.uuid4())
-    target = changed
-    *parents, leaf = path.split(".")
-    for part in parents:
-        target = target[part]
-    target[leaf] = value
     return changed
 
 
