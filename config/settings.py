@@ -41,6 +41,10 @@ class HttpServiceSettings(BaseModel):
     retries: int = Field(default=3, ge=0, le=10)
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_reset_seconds: float = Field(default=30.0, gt=0)
+    # Calls per second this worker may start (a token bucket, ``rate_limit_burst`` deep);
+    # 0: no limit of ours. A 429 with Retry-After pauses every call to the service.
+    rate_limit_per_second: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=50, ge=1)
     # TLS: a CA bundle to trust (default: the system's), and a client certificate for mTLS.
     ca_bundle: Path | None = None
     client_certificate: Path | None = None
@@ -129,6 +133,19 @@ class Settings(BaseSettings):
     # a checkpoint commits, so this bounds the added latency of every command.
     commit_interval_seconds: float = Field(default=0.1, gt=0)
     commit_every: int = Field(default=5000, ge=0)
+    # The command pipeline takes up to ``batch_max_messages`` messages or what arrives
+    # in ``batch_max_wait_seconds``, decides them, writes PostgreSQL once and commits one
+    # Kafka transaction. Commands whose gateway call is still running after
+    # ``batch_deadline_seconds`` are carried to the next batch (docs/decisions/0009).
+    batch_max_messages: int = Field(default=1000, ge=1, le=100_000)
+    batch_max_wait_seconds: float = Field(default=0.05, gt=0)
+    batch_deadline_seconds: float = Field(default=0.2, gt=0)
+    # Commands whose gateway or User Service calls may run at once, across keys.
+    gateway_max_in_flight: int = Field(default=256, ge=1, le=4096)
+    # Per partition, at most this many offsets between the oldest carried command and
+    # the newest consumed one; beyond it the partition pauses until its carried commands
+    # finish (memory, and the size of the offset metadata, stay bounded).
+    max_carried_offsets: int = Field(default=20_000, ge=100)
     # The key-state cache (state/command_store.py): keys whose active payment methods and
     # newest command ids stay in memory between checkpoints, the least recently used
     # evicted first when either bound is reached. Writes are fenced, so the cache never

@@ -7,7 +7,6 @@ and return the events and the result.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from schemas.commands import (
     named_payment_ids,
     named_payment_method_ids,
 )
+from schemas.canonical import canonical_sha256
 from schemas.decoding import DEFAULT_MAX_FUTURE_SKEW, decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import ProcessedCommand
@@ -46,12 +46,6 @@ class DecisionStore(Protocol):
     ) -> StreamState: ...
 
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None: ...
-
-
-def canonical_sha256(command: Command) -> bytes:
-    """Hash of the command's meaning, not its bytes: key order and spacing don't count."""
-    canonical = json.dumps(command.model_dump(mode="json", by_alias=True), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).digest()
 
 
 def _event_headers(event_value: bytes) -> Headers:

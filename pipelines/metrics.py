@@ -77,6 +77,32 @@ CHECKPOINT_WRITE_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+BATCH_MESSAGES = Histogram(
+    "payment_worker_batch_messages",
+    "Messages consumed per batch of the command pipeline.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+BATCH_KEYS = Histogram(
+    "payment_worker_batch_keys",
+    "Distinct stream keys with commands in one batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+GATEWAY_CALLS_IN_FLIGHT = Gauge(
+    "payment_worker_gateway_calls_in_flight",
+    "Commands whose gateway or User Service calls are running now (at most "
+    "gateway_max_in_flight).",
+)
+CARRIED_COMMANDS = Gauge(
+    "payment_worker_carried_commands",
+    "Commands consumed but not yet committed because a command before them of the same key "
+    "waits for the gateway or the User Service.",
+)
+HELD_KEYS = Gauge(
+    "payment_worker_held_keys",
+    "Keys whose next command waits for an unavailable dependency (retried with back-off); "
+    "other keys keep flowing.",
+)
+
 # --- Outbound HTTP services (label ``service``: "user_service", "gateway") ----------------
 HTTP_CALL_SECONDS = Histogram(
     "payment_worker_http_call_seconds",
@@ -93,6 +119,16 @@ HTTP_ATTEMPTS = Counter(
 CIRCUIT_BREAKER_STATE = Gauge(
     "payment_worker_circuit_breaker_state",
     "Circuit breaker in front of an outbound service: 0 closed, 1 half-open, 2 open.",
+    ["service"],
+)
+RATE_LIMIT_WAITS = Counter(
+    "payment_worker_rate_limit_waits_total",
+    "Outbound calls that waited for the rate limit (ours, or a 429's Retry-After).",
+    ["service"],
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "payment_worker_rate_limit_wait_seconds_total",
+    "Time outbound calls spent waiting for the rate limit.",
     ["service"],
 )
 PROFILE_LOOKUPS = Counter(

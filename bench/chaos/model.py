@@ -22,7 +22,7 @@ from domain.errors import InvalidReason
 from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
 from domain.payment_rules import payment_instrument, settle_authorization
 from domain.streams import stream_key
-from pipelines.command_processor import canonical_sha256
+from schemas.canonical import canonical_sha256
 from schemas.commands import (
     COMMAND_TYPES,
     AddPaymentMethod,
