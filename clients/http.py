@@ -25,9 +25,16 @@ import httpx
 import jwt
 import tenacity
 
+from clients.rate_limit import Throttle, parse_retry_after
 from config.settings import HttpServiceSettings
 from domain.errors import TransientError
-from pipelines.metrics import CIRCUIT_BREAKER_STATE, HTTP_ATTEMPTS, HTTP_CALL_SECONDS
+from pipelines.metrics import (
+    CIRCUIT_BREAKER_STATE,
+    HTTP_ATTEMPTS,
+    HTTP_CALL_SECONDS,
+    RATE_LIMIT_WAIT_SECONDS,
+    RATE_LIMIT_WAITS,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +47,9 @@ BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 2.0
 # An attempt with less time than this left in the budget would only time out.
 _MIN_ATTEMPT_SECONDS = 0.05
+# httpx's own default. A client that many threads share needs one connection per call that
+# may run at once, or the extra calls queue for a free connection within their timeout.
+DEFAULT_MAX_CONNECTIONS = 100
 
 
 class ServiceUnavailable(TransientError):
@@ -76,16 +86,30 @@ def quiet_http_library_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_http_client(service: HttpServiceSettings) -> httpx.Client:
+def build_http_client(
+    service: HttpServiceSettings, *, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> httpx.Client:
     """An ``httpx.Client`` for one service, or a ``ValueError`` naming what is wrong.
 
     Everything that can be checked is checked here, at start-up, rather than on the first
     command that needs the service: the URL scheme, the TLS files and the credentials.
+
+    The client is shared by every thread that calls the service (httpx clients may be).
+    ``max_connections`` is how many calls may be in flight at once: pass the number of
+    calls that may run concurrently (``settings.gateway_max_in_flight``). Beyond it a call
+    waits for a free connection, and a wait longer than ``timeout_seconds`` fails it. As
+    many connections are kept alive between calls, so a burst does not close and reopen
+    (with a TLS handshake each) most of its connections.
     """
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1 (got {max_connections})")
     quiet_http_library_logs()
     return httpx.Client(
         base_url=checked_base_url(service),
         timeout=httpx.Timeout(service.timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
         verify=tls_context(service),
         auth=build_auth(service),
         follow_redirects=False,
@@ -350,6 +374,15 @@ class CircuitBreaker:
     def state(self) -> CircuitState:
         return self._state
 
+    def is_refusing(self) -> bool:
+        """True while ``allow()`` would refuse: open and not yet due a trial, or half-open
+        with the trial under way. Changes nothing; a call checks it before it waits for its
+        rate-limit turn, which a refused call need not take."""
+        with self._lock:
+            if self._state is CircuitState.OPEN:
+                return self._clock() - self._opened_at < self._reset_seconds
+            return self._state is CircuitState.HALF_OPEN
+
     def allow(self) -> None:
         """Return if a call may go out now; raise ``CircuitOpen`` if not."""
         with self._lock:
@@ -368,6 +401,19 @@ class CircuitBreaker:
             self._failures = 0
             if self._state is not CircuitState.CLOSED:
                 self._become(CircuitState.CLOSED)
+
+    def record_not_sent(self) -> None:
+        """The call never reached the service (no free connection in our own pool in time).
+
+        That says nothing of the service: no failure is counted, and a half-open trial that
+        ends so is handed to the next call instead of leaving the circuit half-open, with
+        every call refused, for good.
+        """
+        with self._lock:
+            if self._state is CircuitState.HALF_OPEN:
+                self._opened_at = self._clock() - self._reset_seconds
+                self._state = CircuitState.OPEN
+                self._gauge.set(CircuitState.OPEN)
 
     def record_failure(self) -> None:
         with self._lock:
@@ -396,12 +442,17 @@ class CircuitBreaker:
 
 
 class _AttemptFailed(Exception):
-    """One attempt failed; ``retryable`` says whether another attempt may do better."""
+    """One attempt failed; ``retryable`` says whether another attempt may do better.
 
-    def __init__(self, reason: str, *, retryable: bool) -> None:
+    ``paused``: the service said when to come back (a 429's Retry-After), so the pause it
+    asked for replaces the back-off before the next attempt.
+    """
+
+    def __init__(self, reason: str, *, retryable: bool, paused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.paused = paused
 
 
 def _caused_by_tls(error: BaseException) -> bool:
@@ -426,14 +477,21 @@ def _transport_reason(error: httpx.TransportError) -> str:
 
 
 class ResilientHttp:
-    """Calls one service: every attempt through its circuit breaker, transient failures
-    retried with jittered exponential back-off, all within ``total_budget_seconds``.
+    """Calls one service: every attempt through its rate limit and its circuit breaker,
+    transient failures retried with jittered exponential back-off, all within
+    ``total_budget_seconds``. Safe to share between threads; meant to be, since its rate
+    limit, pause and breaker are only right when every call to the service goes through
+    one ``ResilientHttp``.
 
     At most ``retries + 1`` attempts; an attempt starts only if the budget has time for
     it, and its timeout is cut to what is left, so a call never outlives its budget by more
-    than one socket operation. Only for idempotent requests (a GET, or a POST with an
-    idempotency key): a timed-out attempt may have taken effect. ``clock`` and ``sleep``
-    are injectable so tests count attempts without waiting.
+    than one socket operation. Before each attempt the call waits for its turn
+    (``throttle``): a token of ``rate_limit_per_second``, and the end of any pause a 429's
+    ``Retry-After`` asked for, whichever thread received it. A turn that would come after
+    the budget fails the call at once (``rate_limited``), without sleeping. Only for
+    idempotent requests (a GET, or a POST with an idempotency key): a timed-out attempt may
+    have taken effect. ``clock``, ``sleep`` and ``wall_clock`` (for Retry-After dates) are
+    injectable so tests count attempts without waiting.
     """
 
     def __init__(
@@ -444,6 +502,7 @@ class ResilientHttp:
         name: str,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         quiet_http_library_logs()
         self.client = client
@@ -454,12 +513,18 @@ class ResilientHttp:
             reset_seconds=service.circuit_reset_seconds,
             clock=clock,
         )
+        self.throttle = Throttle(
+            service.rate_limit_per_second, service.rate_limit_burst, clock=clock
+        )
         self._max_attempts = service.retries + 1
         self._budget = service.total_budget_seconds
         self._attempt_timeout = service.timeout_seconds
         self._clock = clock
         self._sleep = sleep
+        self._wall_clock = wall_clock
         self._duration = HTTP_CALL_SECONDS.labels(service=name)
+        self._waits = RATE_LIMIT_WAITS.labels(service=name)
+        self._wait_seconds = RATE_LIMIT_WAIT_SECONDS.labels(service=name)
 
     def request(
         self,
@@ -472,7 +537,8 @@ class ResilientHttp:
         """The first answer whose status is not in ``retry_statuses``, whatever it is.
 
         Raises ``ServiceUnavailable`` (a ``TransientError``) when no such answer came within
-        the attempts and the budget, or at once when the circuit is open or TLS failed.
+        the attempts and the budget, or at once when the circuit is open, TLS failed or the
+        rate limit leaves no turn within the budget (``rate_limited``).
         """
         started = self._clock()
 
@@ -482,11 +548,19 @@ class ResilientHttp:
             elapsed = self._clock() - started
             return self._budget - elapsed - state.upcoming_sleep < _MIN_ATTEMPT_SECONDS
 
+        backoff = tenacity.wait_random_exponential(
+            multiplier=BACKOFF_FIRST_SECONDS, max=BACKOFF_MAX_SECONDS
+        )
+
+        def backoff_unless_paused(state: tenacity.RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(failure, _AttemptFailed) and failure.paused:
+                return 0.0  # the next attempt waits for the pause instead
+            return backoff(state)
+
         retrying = tenacity.Retrying(
             stop=out_of_attempts_or_time,
-            wait=tenacity.wait_random_exponential(
-                multiplier=BACKOFF_FIRST_SECONDS, max=BACKOFF_MAX_SECONDS
-            ),
+            wait=backoff_unless_paused,
             retry=tenacity.retry_if_exception(
                 lambda error: isinstance(error, _AttemptFailed) and error.retryable
             ),
@@ -498,6 +572,45 @@ class ResilientHttp:
         except _AttemptFailed as failure:
             raise ServiceUnavailable(self.name, failure.reason) from failure.__cause__
 
+    def _await_turn(self, started: float) -> None:
+        """Wait for this attempt's turn, or fail it at once if the turn is beyond the budget.
+
+        A pause may begin while we wait (another thread got a 429): then we wait for it too.
+        """
+        deadline = started + self._budget - _MIN_ATTEMPT_SECONDS
+        delay = self.throttle.reserve(deadline=deadline)
+        waited = 0.0
+        while delay is not None and delay > 0:
+            self._sleep(delay)
+            waited += delay
+            paused_until = self.throttle.paused_until()
+            delay = None if paused_until > deadline else paused_until - self._clock()
+        if waited > 0:
+            self._waits.inc()
+            self._wait_seconds.inc(waited)
+        if delay is None:
+            raise _AttemptFailed("rate_limited", retryable=False)
+
+    def _pause_for(self, response: httpx.Response, started: float) -> bool | None:
+        """Honour a 429's Retry-After: True if the pause ends within this call's budget,
+        False if not, None if the answer asks for no pause (then it is a plain failure)."""
+        if response.status_code != 429:
+            return None
+        seconds = parse_retry_after(response.headers.get("Retry-After"), now=self._wall_clock())
+        if seconds is None or seconds <= 0:
+            return None
+        # Once per pause, not once per thread that got the 429 (racy, but only the log).
+        starting = self.throttle.pause_remaining() <= 0
+        paused_until = self.throttle.pause(seconds)
+        if starting:
+            _log.warning(
+                "%s answered 429 with Retry-After: no call to it starts for %.1f s",
+                self.name,
+                paused_until - self._clock(),
+                extra={"service": self.name, "retry_after_seconds": seconds},
+            )
+        return paused_until <= started + self._budget - _MIN_ATTEMPT_SECONDS
+
     def _attempt(
         self,
         method: str,
@@ -506,12 +619,22 @@ class ResilientHttp:
         retry_statuses: Collection[int],
         kwargs: dict[str, Any],
     ) -> httpx.Response:
+        if self.breaker.is_refusing():
+            raise CircuitOpen(self.name)  # without waiting for a turn, or taking one
+        # The turn comes before allow(): a half-open trial must not be held up by the rate
+        # limit, nor end without a request because its turn is beyond the budget.
+        self._await_turn(started)
         self.breaker.allow()
         remaining = self._budget - (self._clock() - started)
         timeout = max(min(self._attempt_timeout, remaining), _MIN_ATTEMPT_SECONDS)
         began = time.perf_counter()
         try:
             response = self.client.request(method, url, timeout=timeout, **kwargs)
+        except httpx.PoolTimeout as error:
+            # Every connection of our pool was busy: nothing reached the service.
+            HTTP_ATTEMPTS.labels(service=self.name, outcome="timeout").inc()
+            self.breaker.record_not_sent()
+            raise _AttemptFailed("pool_timeout", retryable=True) from error
         except httpx.TransportError as error:
             self._duration.observe(time.perf_counter() - began)
             reason = _transport_reason(error)
@@ -527,6 +650,17 @@ class ResilientHttp:
             raise
         self._duration.observe(time.perf_counter() - began)
         HTTP_ATTEMPTS.labels(service=self.name, outcome=f"{response.status_code // 100}xx").inc()
+        # Every call to the service pauses, whatever this caller makes of the answer.
+        within_budget = self._pause_for(response, started)
+        if within_budget is not None:
+            # The service is up and says when to come back: the pause, not the breaker,
+            # keeps the calls away meanwhile (hundreds of 429s must not open the circuit).
+            self.breaker.record_success()
+            if response.status_code not in retry_statuses:
+                return response
+            if not within_budget:
+                raise _AttemptFailed("rate_limited", retryable=False)
+            raise _AttemptFailed(f"http_{response.status_code}", retryable=True, paused=True)
         if response.status_code in retry_statuses:
             self.breaker.record_failure()
             raise _AttemptFailed(f"http_{response.status_code}", retryable=True)
