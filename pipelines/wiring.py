@@ -59,11 +59,20 @@ class Dependencies:
 def build_dependencies(settings: Settings) -> Dependencies:
     return Dependencies(
         engine=create_database_engine(settings),
+        # As many connections as calls may run at once (clients.http.build_http_client).
         gateway=HttpGateway(
-            ResilientHttp(build_http_client(settings.gateway), settings.gateway, name="gateway")
+            ResilientHttp(
+                build_http_client(settings.gateway, max_connections=settings.gateway_max_in_flight),
+                settings.gateway,
+                name="gateway",
+            )
         ),
         profiles=ProfileLookup(
-            build_http_client(settings.user_service), settings.user_service, settings.profile_cache
+            build_http_client(
+                settings.user_service, max_connections=settings.gateway_max_in_flight
+            ),
+            settings.user_service,
+            settings.profile_cache,
         ),
     )
 
