@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from bench.harness import WorkerProcess, produce, read_topic
-from config.settings import Settings
-from sandbox.gateway_server import SandboxGatewayServer
+from clients.gateway import HttpGateway
+from clients.http import ResilientHttp, build_http_client
+from config.settings import GatewaySettings, Settings
+from domain.model import AuthorizationAnswer
+from sandbox.gateway_server import SLOW_ANSWER_SECONDS, SandboxGatewayServer
 from tests.factories import add_payment_method, command, encode
 
 
@@ -137,3 +141,40 @@ def test_a_timed_out_call_is_retried_with_its_key_and_charges_once(
     stats = sandbox_gateway.gateway.stats()
     assert stats["authorizations"] == 1
     assert stats["replays"] >= 1, "the retry got the stored answer"
+
+
+def test_calls_from_a_thread_pool_are_at_the_gateway_together(
+    sandbox_gateway: SandboxGatewayServer,
+) -> None:
+    """Each ``slow`` token is answered after SLOW_ANSWER_SECONDS (3 s): one after the other,
+    40 authorizations would take two minutes."""
+    calls = 40
+    service = GatewaySettings(
+        base_url=sandbox_gateway.url,
+        allow_plain_http_on_loopback=True,
+        timeout_seconds=SLOW_ANSWER_SECONDS * 3,
+        total_budget_seconds=SLOW_ANSWER_SECONDS * 4,
+        retries=0,
+    )
+    gateway = HttpGateway(
+        ResilientHttp(build_http_client(service, max_connections=calls), service, name="gateway")
+    )
+
+    def authorize(n: int) -> AuthorizationAnswer:
+        return gateway.authorize(
+            payment_id=f"pay-t{n:03d}",
+            amount=4200,
+            currency="EUR",
+            gateway_token=f"tok_slow_{n:06d}",
+            idempotency_key=f"key-thread-{n:03d}",
+        )
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(calls) as pool:
+        answers = list(pool.map(authorize, range(calls)))
+    elapsed = time.monotonic() - began
+
+    assert all(answer.approved for answer in answers)
+    assert len({answer.authorization_id for answer in answers}) == calls
+    assert sandbox_gateway.gateway.stats()["authorizations"] == calls
+    assert elapsed < calls * SLOW_ANSWER_SECONDS / 4

@@ -2,7 +2,9 @@
 
 The server is the standard library's ``http.server`` behind ``ssl``, with certificates made
 by ``trustme`` for each test module: real TLS handshakes, real client certificates, real
-tokens checked by the server. No Kafka or PostgreSQL is needed.
+tokens checked by the server. It can also be told what to answer (a 429 with Retry-After,
+an answer that comes late), for the rate limit and for calls from many threads at once.
+No Kafka or PostgreSQL is needed.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import json
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,8 +28,11 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from prometheus_client import REGISTRY
 
 from clients.http import (
+    CircuitState,
+    ResilientHttp,
     ServiceUnavailable,
     SignedJwtAuth,
     build_http_client,
@@ -39,6 +47,10 @@ CACHE = ProfileCacheSettings()
 
 # Whether a request's Authorization header is good enough for the server.
 Authorizer = Callable[[str | None], bool]
+# What the server answers instead of its usual rules: status, body, extra headers. It is
+# called in the request's own server thread, so it may take its time (a slow service).
+Answer = tuple[int, dict[str, str], dict[str, str]]
+Responder = Callable[[str], Answer]
 
 
 @dataclass
@@ -48,11 +60,20 @@ class Seen:
     paths: list[str] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
     client_certificates: list[dict[str, Any] | None] = field(default_factory=list)
+    # When each request arrived (time.monotonic), and the most requests in progress at once.
+    arrived_at: list[float] = field(default_factory=list)
+    in_progress: int = 0
+    most_in_progress: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _UserServiceServer(ThreadingHTTPServer):
+    # Hundreds of clients connect at once in the concurrency tests; the default backlog
+    # of 5 would drop their SYNs and delay them by a retransmission (a second or more).
+    request_queue_size = 1024
     seen: Seen
     authorize: Authorizer
+    respond: Responder | None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,22 +82,36 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         seen = self.server.seen
         authorization = self.headers.get("Authorization")
-        seen.paths.append(self.path)
-        seen.authorizations.append(authorization)
         peer = getattr(self.connection, "getpeercert", None)
-        seen.client_certificates.append(peer() if peer is not None else None)
-        if not self.server.authorize(authorization):
-            self._answer(401, {"error": "unauthorized"})
-        elif self.path == "/v1/users/user-1/profile":
-            self._answer(200, ADA)
-        else:
-            self._answer(404, {"error": "user_not_found"})
+        with seen.lock:
+            seen.paths.append(self.path)
+            seen.authorizations.append(authorization)
+            seen.client_certificates.append(peer() if peer is not None else None)
+            seen.arrived_at.append(time.monotonic())
+            seen.in_progress += 1
+            seen.most_in_progress = max(seen.most_in_progress, seen.in_progress)
+        try:
+            if not self.server.authorize(authorization):
+                self._answer(401, {"error": "unauthorized"})
+            elif self.server.respond is not None:
+                self._answer(*self.server.respond(self.path))
+            elif self.path == "/v1/users/user-1/profile":
+                self._answer(200, ADA)
+            else:
+                self._answer(404, {"error": "user_not_found"})
+        finally:
+            with seen.lock:
+                seen.in_progress -= 1
 
-    def _answer(self, status: int, body: dict[str, str]) -> None:
+    def _answer(
+        self, status: int, body: dict[str, str], headers: dict[str, str] | None = None
+    ) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -86,12 +121,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def user_service(
-    tls: ssl.SSLContext | None, authorize: Authorizer = lambda _: True
+    tls: ssl.SSLContext | None,
+    authorize: Authorizer = lambda _: True,
+    respond: Responder | None = None,
 ) -> Iterator[tuple[str, Seen]]:
-    """A User Service on an ephemeral port of 127.0.0.1; yields its base URL and what it saw."""
+    """A User Service on an ephemeral port of 127.0.0.1; yields its base URL and what it saw.
+
+    ``respond``, if given, answers every authorized request instead of the usual rules
+    (``user-1`` is Ada, anyone else a 404).
+    """
     server = _UserServiceServer(("127.0.0.1", 0), _Handler)
     server.seen = Seen()
     server.authorize = authorize
+    server.respond = respond
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -414,3 +456,194 @@ def test_other_unsafe_base_urls_are_refused(base_url: str) -> None:
     with pytest.raises(ValueError, match="base_url") as raised:
         build_http_client(settings(base_url))
     assert "secret" not in str(raised.value)
+
+
+# --- Rate limit and calls from many threads ------------------------------------------------
+
+
+def profile_of(path: str) -> Answer:
+    """Every user exists: a profile made from the id in the path."""
+    user_id = path.split("/")[3]
+    return 200, {"name": f"Name {user_id}", "email": f"{user_id}@example.test"}, {}
+
+
+def rate_limit_waited(service: str) -> tuple[float, float]:
+    """How many waits for the rate limit the service's calls counted, and their seconds."""
+    labels = {"service": service}
+    waits = REGISTRY.get_sample_value("payment_worker_rate_limit_waits_total", labels)
+    seconds = REGISTRY.get_sample_value("payment_worker_rate_limit_wait_seconds_total", labels)
+    return (waits or 0.0, seconds or 0.0)
+
+
+def wait_for_pause(http: ResilientHttp) -> None:
+    deadline = time.monotonic() + 10
+    while http.throttle.pause_remaining() <= 0:
+        assert time.monotonic() < deadline, "no pause began"
+        time.sleep(0.005)
+
+
+def test_a_429_with_retry_after_pauses_the_calls_of_every_thread() -> None:
+    lock = threading.Lock()
+    limited_at: list[float] = []
+
+    def first_429_then_profiles(path: str) -> Answer:
+        with lock:
+            first = not limited_at
+            if first:
+                limited_at.append(time.monotonic())
+        if first:
+            return 429, {"error": "too_many_requests"}, {"Retry-After": "1"}
+        return profile_of(path)
+
+    with user_service(None, respond=first_429_then_profiles) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, retries=2, total_budget_seconds=5.0
+        )
+        lookup = lookup_for(service)
+        waits_before, seconds_before = rate_limit_waited("user_service")
+        with ThreadPoolExecutor(21) as pool:
+            first = pool.submit(lookup.profile, "user-0")
+            wait_for_pause(lookup.http)  # the 429 has been answered
+            # Twenty other threads call now, while the pause lasts.
+            others = pool.map(lookup.profile, [f"user-{n}" for n in range(1, 21)])
+            profiles = [first.result(), *others]
+        waits_after, seconds_after = rate_limit_waited("user_service")
+
+    assert profiles == [Profile(f"Name user-{n}", f"user-{n}@example.test") for n in range(21)]
+    assert len(seen.arrived_at) == 22  # the 429, its retry and the twenty others
+    # The pause began when the client read the 429, after the server sent it: no request
+    # of any thread arrived before a second after that.
+    assert min(seen.arrived_at[1:]) >= limited_at[0] + 1.0
+    assert waits_after - waits_before == 21  # every call waited once
+    assert seconds_after - seconds_before >= 0.9  # the first one almost the whole second
+
+
+def test_a_retry_after_date_is_honoured() -> None:
+    answered: list[float] = []
+
+    def first_429_until_a_date(path: str) -> Answer:
+        if answered:
+            return profile_of(path)
+        answered.append(time.monotonic())
+        # An HTTP-date has whole seconds: 2 s from now is between 1 and 2 s away.
+        return 429, {}, {"Retry-After": formatdate(time.time() + 2, usegmt=True)}
+
+    with user_service(None, respond=first_429_until_a_date) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, retries=1, total_budget_seconds=5.0
+        )
+        assert lookup_for(service).profile("user-1") is not None
+    assert len(seen.arrived_at) == 2
+    assert seen.arrived_at[1] >= answered[0] + 0.9
+
+
+def test_a_retry_after_beyond_the_budget_fails_at_once_and_holds_back_every_thread() -> None:
+    def always_429(path: str) -> Answer:
+        return 429, {"error": "too_many_requests"}, {"Retry-After": "120"}
+
+    def reason_of(lookup: ProfileLookup, user_id: str) -> str:
+        try:
+            lookup.profile(user_id)
+        except ServiceUnavailable as error:
+            return error.reason
+        return "answered"
+
+    with user_service(None, respond=always_429) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, retries=3, total_budget_seconds=5.0
+        )
+        lookup = lookup_for(service)
+        began = time.monotonic()
+        first = reason_of(lookup, "user-0")
+        with ThreadPoolExecutor(10) as pool:
+            others = list(pool.map(reason_of, [lookup] * 10, [f"user-{n}" for n in range(1, 11)]))
+        elapsed = time.monotonic() - began
+
+    assert [first, *others] == ["rate_limited"] * 11
+    assert len(seen.paths) == 1  # the others were refused without a request
+    assert elapsed < 5.0  # nobody slept into, let alone past, the budget
+
+
+def test_calls_from_a_thread_pool_run_at_once() -> None:
+    calls, answer_seconds = 100, 0.2
+
+    def slow_profile(path: str) -> Answer:
+        time.sleep(answer_seconds)
+        return profile_of(path)
+
+    with user_service(None, respond=slow_profile) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, timeout_seconds=5.0, total_budget_seconds=10.0
+        )
+        lookup = ProfileLookup(build_http_client(service, max_connections=calls), service, CACHE)
+        began = time.monotonic()
+        with ThreadPoolExecutor(calls) as pool:
+            profiles = list(pool.map(lookup.profile, [f"user-{n}" for n in range(calls)]))
+        elapsed = time.monotonic() - began
+
+    assert all(profile is not None for profile in profiles)
+    assert len(seen.paths) == calls
+    # One after the other, the calls would take 100 * 0.2 s = 20 s.
+    assert elapsed < calls * answer_seconds / 2
+    assert seen.most_in_progress > 1
+
+
+def test_the_connection_pool_holds_as_many_calls_as_asked() -> None:
+    """More calls at once than httpx's default pool of 100: the server answers only once
+    all of them are in progress together, which needs a connection each."""
+    calls = 150
+    all_in = threading.Barrier(calls, timeout=10)
+
+    def answer_when_all_are_in(path: str) -> Answer:
+        try:
+            all_in.wait()
+        except threading.BrokenBarrierError:
+            return 503, {"error": "the calls were not all in progress at once"}, {}
+        return profile_of(path)
+
+    with user_service(None, respond=answer_when_all_are_in) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, timeout_seconds=15.0, total_budget_seconds=20.0
+        )
+        lookup = ProfileLookup(build_http_client(service, max_connections=calls), service, CACHE)
+        with ThreadPoolExecutor(calls) as pool:
+            profiles = list(pool.map(lookup.profile, [f"user-{n}" for n in range(calls)]))
+
+    assert all(profile is not None for profile in profiles)
+    assert seen.most_in_progress == calls
+
+
+def test_no_more_calls_are_in_progress_than_the_pool_has_connections() -> None:
+    def slow_profile(path: str) -> Answer:
+        time.sleep(0.1)
+        return profile_of(path)
+
+    with user_service(None, respond=slow_profile) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, timeout_seconds=5.0, total_budget_seconds=10.0
+        )
+        lookup = ProfileLookup(build_http_client(service, max_connections=10), service, CACHE)
+        with ThreadPoolExecutor(30) as pool:
+            profiles = list(pool.map(lookup.profile, [f"user-{n}" for n in range(30)]))
+
+    assert all(profile is not None for profile in profiles)
+    assert 1 < seen.most_in_progress <= 10
+    # Waiting for a connection is not the service failing: the circuit stayed closed.
+    assert lookup.http.breaker.state is CircuitState.CLOSED
+
+
+def test_concurrent_lookups_of_one_user_make_one_call() -> None:
+    def slow_profile(path: str) -> Answer:
+        time.sleep(0.3)
+        return profile_of(path)
+
+    with user_service(None, respond=slow_profile) as (url, seen):
+        service = settings(
+            url, allow_plain_http_on_loopback=True, timeout_seconds=5.0, total_budget_seconds=10.0
+        )
+        lookup = ProfileLookup(build_http_client(service, max_connections=64), service, CACHE)
+        with ThreadPoolExecutor(64) as pool:
+            profiles = set(pool.map(lookup.profile, ["user-7"] * 64))
+
+    assert profiles == {Profile("Name user-7", "user-7@example.test")}
+    assert seen.paths == ["/v1/users/user-7/profile"]
