@@ -1,4 +1,4 @@
-"""What both pipelines share: the sink that writes a checkpoint's staged state to Postgres,
+"""The projection's quixstreams sink that writes a checkpoint's staged state to Postgres,
 and the consumed message with where it came from."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from quixstreams import message_context
 from quixstreams.sinks import BaseSink
 
 from pipelines import metrics
+from pipelines.commit_latency import CommitLatency
 from pipelines.records import IncomingMessage
 
 
@@ -31,10 +32,13 @@ class CheckpointSink(BaseSink):
     reached it, and a failure aborts that commit.
     """
 
-    def __init__(self, store: StagedStore, batch_size: Histogram) -> None:
+    def __init__(
+        self, store: StagedStore, batch_size: Histogram, latency: CommitLatency | None = None
+    ) -> None:
         super().__init__()
         self._store = store
         self._batch_size = batch_size
+        self._latency = latency
 
     def add(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -45,9 +49,14 @@ class CheckpointSink(BaseSink):
         if written:
             self._batch_size.observe(written)
             metrics.CHECKPOINT_WRITE_SECONDS.observe(time.perf_counter() - started)
+        if self._latency is not None:
+            # quixstreams offers no public hook after its Kafka commit, which follows.
+            self._latency.committed()
 
     def on_paused(self) -> None:
         self._store.discard()
+        if self._latency is not None:
+            self._latency.aborted()
 
 
 def incoming_message(value: bytes | None, key: bytes | None, headers: Any) -> IncomingMessage:

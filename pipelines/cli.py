@@ -13,10 +13,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import KafkaException
-from quixstreams import Application
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
 from quixstreams.internal_producer import KafkaProducerTransactionCommitFailed
 from quixstreams.kafka.exceptions import BaseKafkaException
@@ -32,7 +31,7 @@ from pipelines.health import Health, serve_ops
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
 from pipelines.kafka_statistics import statistics_callback
 from pipelines.projection import build_projection
-from pipelines.shutdown import GracefulShutdown
+from pipelines.shutdown import GracefulShutdown, Stoppable
 from pipelines.topics import create_topics
 from pipelines.version import build_commit, worker_version
 from pipelines.wiring import build_dependencies, build_worker
@@ -78,8 +77,11 @@ T = TypeVar("T")
 
 
 def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    # First, before any thread starts: every thread then leaves the signals to it.
+    shutdown = GracefulShutdown(settings.shutdown_timeout_seconds)
+    shutdown.install()
     if args.pipeline == "projection":
-        return _run_projection(settings)
+        return _run_projection(settings, shutdown)
     engine = create_database_engine(settings)
     revision = _once_database_answers(lambda: current_revision(engine, settings.database_schema))
     head = head_revision()
@@ -103,7 +105,7 @@ def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
             "metricsPort": settings.metrics_port,
         },
     )
-    _run_until_stopped(settings, health)
+    _run_until_stopped(settings, health, shutdown)
     logger.info("payment worker stopped")
     return 0
 
@@ -139,7 +141,7 @@ def _serve_operations(settings: Settings, engine: Engine) -> Health:
     return health
 
 
-def _run_until_stopped(settings: Settings, health: Health) -> None:
+def _run_until_stopped(settings: Settings, health: Health, shutdown: GracefulShutdown) -> None:
     """Run the pipeline; when a dependency fails, wait and start it again.
 
     A failed batch is never half-applied: its Postgres transaction and its Kafka
@@ -149,12 +151,16 @@ def _run_until_stopped(settings: Settings, health: Health) -> None:
     """
     dependencies = build_dependencies(settings)
     on_statistics = statistics_callback(health.kafka)
-    _run_restarting(lambda: build_worker(settings, dependencies, on_statistics), health, settings)
+    _run_restarting(lambda: build_worker(settings, dependencies, on_statistics), health, shutdown)
 
 
-def _run_restarting(build: Callable[[], Application], health: Health, settings: Settings) -> None:
-    shutdown = GracefulShutdown(settings.shutdown_timeout_seconds)
-    shutdown.install()
+class Pipeline(Stoppable, Protocol):
+    def run(self) -> object: ...
+
+
+def _run_restarting(
+    build: Callable[[], Pipeline], health: Health, shutdown: GracefulShutdown
+) -> None:
     delay = RESTART_DELAY_SECONDS
     while not shutdown.requested:
         started = time.monotonic()
@@ -184,7 +190,7 @@ def _run_restarting(build: Callable[[], Application], health: Health, settings: 
             delay = min(delay * 2, RESTART_DELAY_MAX_SECONDS)
 
 
-def _run_projection(settings: Settings) -> int:
+def _run_projection(settings: Settings, shutdown: GracefulShutdown) -> int:
     """The User Service side: ``payment.events`` into the per-user view."""
     engine = create_projection_engine(settings)
     _once_database_answers(lambda: ensure_projection_schema(engine, settings.projection_schema))
@@ -208,7 +214,7 @@ def _run_projection(settings: Settings) -> int:
     _run_restarting(
         lambda: build_projection(settings, ProjectionStore(engine), on_statistics),
         health,
-        settings,
+        shutdown,
     )
     logger.info("payment view projection stopped")
     return 0

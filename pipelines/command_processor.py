@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
@@ -22,13 +23,13 @@ from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
+from schemas.canonical import canonical_sha256
 from schemas.commands import (
     Command,
     carries_personal_data,
     named_payment_ids,
     named_payment_method_ids,
 )
-from schemas.canonical import canonical_sha256
 from schemas.decoding import DEFAULT_MAX_FUTURE_SKEW, decode_command
 from schemas.results import CommandResult, Reason
 from state.command_store import ProcessedCommand
@@ -46,6 +47,42 @@ class DecisionStore(Protocol):
     ) -> StreamState: ...
 
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A decoded command with its stream key, waiting for its turn on that key.
+
+    ``claims`` are the ids it may create or change beyond its own key (payment and
+    payment method ids, its command id): while it waits for the gateway, a command of
+    another key that names one of them waits too, so both see each other's outcome.
+    """
+
+    message: IncomingMessage
+    command: Command
+    key: str
+    claims: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayWork:
+    """A decision that needs gateway or User Service calls before it is final."""
+
+    admitted: Admitted
+    digest: bytes
+    state: StreamState
+    decision: Decision
+    now: datetime
+
+
+def claims(command: Command) -> frozenset[str]:
+    return frozenset(
+        (
+            f"command:{command.command_id}",
+            *(f"method:{pid}" for pid in named_payment_method_ids(command)),
+            *(f"payment:{pid}" for pid in named_payment_ids(command)),
+        )
+    )
 
 
 def _event_headers(event_value: bytes) -> Headers:
@@ -76,6 +113,23 @@ class CommandProcessor:
         self._max_future_skew = max_future_skew
 
     def process(self, message: IncomingMessage) -> list[OutgoingRecord]:
+        """All the stages of one message in a row, its gateway calls included (tests)."""
+        admitted = self.admit(message)
+        if not isinstance(admitted, Admitted):
+            return admitted
+        step = self.begin(admitted)
+        if not isinstance(step, GatewayWork):
+            return step
+        try:
+            decision = self.effects(step)
+        except TransientError:
+            raise
+        except Exception as error:
+            return self.failed(admitted, f"unexpected {type(error).__name__}")
+        return self.settle(step, decision)
+
+    def admit(self, message: IncomingMessage) -> Admitted | list[OutgoingRecord]:
+        """Decode a message: a command to decide, or the records of a refusal (DLQ)."""
         try:
             command = decode_command(
                 message.value, message.key, now=self._clock(), max_future_skew=self._max_future_skew
@@ -85,30 +139,58 @@ class CommandProcessor:
         key = stream_key(command)
         if key is None:
             return self._without_stream(message, command)
+        return Admitted(message, command, key, claims(command))
+
+    def begin(self, admitted: Admitted) -> GatewayWork | list[OutgoingRecord]:
+        """Decide a command on its key's current state: its records when that is all,
+        or the gateway work it needs first (``effects``, then ``settle``)."""
+        message, command, key = admitted.message, admitted.command, admitted.key
         try:
-            return self._decide(message, command, key)
+            digest = canonical_sha256(command)
+            stored = self._store.processed_command(command.command_id, key)
+            if stored is not None:
+                return self._redelivered(message, command, digest, stored)
+            state = self._store.stream_state(
+                key, named_payment_method_ids(command), named_payment_ids(command)
+            )
+            now = self._clock()
+            decision = decide(command, state, now)
+            work = GatewayWork(admitted, digest, state, decision, now)
+            if self._effects.needed(command, decision):
+                return work
+            return self.settle(work, decision)
         except TransientError:
             raise
         except InvalidMessage as error:
             # PostgreSQL refused a value of this command (``state.errors``).
-            return self._failed(message, command, error.detail)
+            return self.failed(admitted, error.detail)
         except Exception as error:
             # A deterministic failure in a rule or a client: retrying the same message
             # fails the same way, and it must not stop the worker or its partitions.
-            return self._failed(message, command, f"unexpected {type(error).__name__}")
+            return self.failed(admitted, f"unexpected {type(error).__name__}")
 
-    def _decide(self, message: IncomingMessage, command: Command, key: str) -> list[OutgoingRecord]:
-        digest = canonical_sha256(command)
-        stored = self._store.processed_command(command.command_id, key)
-        if stored is not None:
-            return self._redelivered(message, command, digest, stored)
+    def effects(self, work: GatewayWork) -> Decision:
+        """The gateway and User Service calls of a decision; safe to run in any thread
+        (it reads only the immutable state it is given)."""
+        return self._effects.apply(work.admitted.command, work.state, work.decision, work.now)
 
-        state = self._store.stream_state(
-            key, named_payment_method_ids(command), named_payment_ids(command)
-        )
-        now = self._clock()
-        decision = self._effects.apply(command, state, decide(command, state, now), now)
-        return self._publish(message, command, key, digest, decision)
+    def settle(self, work: GatewayWork, decision: Decision) -> list[OutgoingRecord]:
+        """Stage the final decision of a command and return its records."""
+        admitted = work.admitted
+        try:
+            return self._publish(
+                admitted.message, admitted.command, admitted.key, work.digest, decision
+            )
+        except TransientError:
+            raise
+        except InvalidMessage as error:
+            return self.failed(admitted, error.detail)
+        except Exception as error:
+            return self.failed(admitted, f"unexpected {type(error).__name__}")
+
+    def failed(self, admitted: Admitted, detail: str) -> list[OutgoingRecord]:
+        """A command that cannot be processed: dead-lettered as ``processing_failed``."""
+        return self._failed(admitted.message, admitted.command, detail)
 
     def _without_stream(self, message: IncomingMessage, command: Command) -> list[OutgoingRecord]:
         """A guest command with no guest meaning: its rule refuses it on an empty state,

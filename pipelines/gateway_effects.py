@@ -50,11 +50,21 @@ class GatewayEffects:
         self._gateway = gateway
         self._profiles = profiles
 
+    def needed(self, command: Command, decision: Decision) -> bool:
+        """Whether ``apply`` may call out for this decision (else it returns it as is)."""
+        return (
+            decision.result.status == "accepted"
+            and bool(decision.events)
+            and isinstance(
+                command, AddPaymentMethod | RemovePaymentMethod | EraseUserData | InitiatePayment
+            )
+        )
+
     def apply(
         self, command: Command, state: StreamState, decision: Decision, now: datetime
     ) -> Decision:
         """Carry out an accepted decision at the gateway; may add events or reject."""
-        if decision.result.status != "accepted" or not decision.events:
+        if not self.needed(command, decision):
             return decision
         try:
             match command:

@@ -21,6 +21,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field, ValidationError
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
+from quixstreams.models.serializers import SerializationContext, Serializer
 
 from config.kafka import connection_config
 from config.settings import Settings
@@ -28,10 +29,9 @@ from domain.errors import InvalidMessage, InvalidReason
 from domain.projection import Gap, Verdict, ViewEvent, ViewPayload, advance
 from pipelines import metrics
 from pipelines.checkpoint import CheckpointSink, incoming_message
-from pipelines.command_pipeline import OutgoingValueSerializer
+from pipelines.commit_latency import CommitLatency
 from pipelines.dead_letters import dead_letter
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
-from pipelines.kafka_transactions import CommitLatency, observe_transactions
 from pipelines.records import IncomingMessage, OutgoingRecord
 from pipelines.version import worker_version
 from pipelines.wiring import consumer_config
@@ -179,6 +179,14 @@ class ProjectionProcessor:
         )
 
 
+class OutgoingValueSerializer(Serializer):
+    """The processor builds the bytes itself."""
+
+    def __call__(self, value: OutgoingRecord, ctx: SerializationContext) -> bytes:
+        # A dead letter whose body is withheld is published with an empty value.
+        return value.value or b""
+
+
 def build_projection_pipeline(
     app: Application,
     processor: ProjectionProcessor,
@@ -201,7 +209,7 @@ def build_projection_pipeline(
     records = app.dataframe(source).apply(process, metadata=True, expand=True)
     records = records.set_headers(lambda value, key, timestamp, headers: value.headers)
     records = records.to_topic(dlq, key=lambda value: value.key)
-    records.sink(CheckpointSink(store, metrics.PROJECTION_CHECKPOINT_EVENTS))
+    records.sink(CheckpointSink(store, metrics.PROJECTION_CHECKPOINT_EVENTS, latency))
 
 
 def build_projection(
@@ -238,7 +246,6 @@ def build_projection(
         producer_extra_config=producer_config,
     )
     latency = CommitLatency(metrics.PROJECTION_LATENCY)
-    observe_transactions(app, latency)
     build_projection_pipeline(
         app,
         ProjectionProcessor(

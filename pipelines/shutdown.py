@@ -1,12 +1,17 @@
 """Graceful shutdown on SIGTERM and SIGINT, within a bound.
 
 On the first signal the running pipeline stops taking messages, commits its current
-checkpoint (Postgres, then the Kafka transaction), closes its consumer (leaving the
-group, so its partitions move at once) and the process exits 0. A pipeline that is
-backing off after a dependency failure stops waiting. If all that takes longer than
-the bound, the process exits with ``EXIT_SHUTDOWN_TIMEOUT`` without committing: the
-uncommitted batch is redelivered to the next owner, so nothing is lost either way.
-A second signal exits at once, the same way.
+batch (Postgres, then the Kafka transaction), closes its consumer (leaving the group, so
+its partitions move at once) and the process exits 0. A pipeline that is backing off
+after a dependency failure stops waiting. If all that takes longer than the bound, the
+process exits with ``EXIT_SHUTDOWN_TIMEOUT`` without committing: the uncommitted batch
+is redelivered to the next owner, so nothing is lost either way. A second signal exits
+at once, the same way.
+
+The signals are blocked in every thread and taken by one thread with ``sigwait``, so no
+library's own signal handlers (quixstreams installs some in ``Application.run``) ever
+run, and none needs replacing. ``install`` must therefore run before any other thread
+starts: threads inherit the signal mask of the thread that starts them.
 """
 
 from __future__ import annotations
@@ -15,45 +20,51 @@ import logging
 import os
 import signal
 import threading
-from types import FrameType
-
-from quixstreams import Application
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 EXIT_SHUTDOWN_TIMEOUT = 3
+_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 class GracefulShutdown:
     def __init__(self, timeout_seconds: float) -> None:
         self._timeout_seconds = timeout_seconds
         self._requested = threading.Event()
-        self._app: Application | None = None
+        self._lock = threading.Lock()
+        self._pipeline: Stoppable | None = None
 
     @property
     def requested(self) -> bool:
         return self._requested.is_set()
 
     def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Block SIGTERM and SIGINT here (and so in every thread started later) and take
+        them in a thread of their own."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        threading.Thread(target=self._wait_for_signals, name="signals", daemon=True).start()
 
-    def attach(self, app: Application) -> None:
-        """Make ``app`` the pipeline a signal stops (replacing quixstreams' own handlers,
-        which would stop only the app that installed them, not a back-off between apps)."""
-        app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._app = app
+    def attach(self, pipeline: Stoppable) -> None:
+        """Make ``pipeline`` the one a signal stops."""
+        with self._lock:
+            self._pipeline = pipeline
         if self.requested:
-            app.stop()
+            pipeline.stop()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True as soon as a shutdown is requested."""
         return self._requested.wait(seconds)
 
-    def _on_signal(self, signum: int, _: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+    def request(self, name: str) -> None:
+        """What a signal does; callable directly (tests, embedding)."""
         if self.requested:
             logger.error("second %s: exiting without committing", name)
+            logging.shutdown()
             os._exit(EXIT_SHUTDOWN_TIMEOUT)
         self._requested.set()
         logger.info(
@@ -64,8 +75,15 @@ class GracefulShutdown:
         watchdog = threading.Timer(self._timeout_seconds, self._give_up)
         watchdog.daemon = True
         watchdog.start()
-        if self._app is not None:
-            self._app.stop()
+        with self._lock:
+            pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.stop()
+
+    def _wait_for_signals(self) -> None:
+        while True:
+            signum = signal.sigwait(_SIGNALS)
+            self.request(signal.Signals(signum).name)
 
     def _give_up(self) -> None:
         logger.error(

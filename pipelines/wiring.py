@@ -5,13 +5,12 @@ Nothing is built at import time; the CLI calls these functions once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from quixstreams import Application
-from quixstreams.kafka.configuration import ConnectionConfig
 from sqlalchemy import Engine
 
 from clients.gateway import HttpGateway, PaymentGateway
@@ -19,13 +18,10 @@ from clients.http import ResilientHttp, build_http_client
 from clients.user_service import ProfileLookup
 from config.kafka import connection_config
 from config.settings import Settings
-from pipelines import metrics
-from pipelines.command_pipeline import build_command_pipeline
+from pipelines.command_loop import BatchLimits, CommandLoop
 from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
-from pipelines.kafka_transactions import CommitLatency, observe_transactions
-from pipelines.partition_changes import on_partitions_given_up
 from pipelines.version import worker_version
 from state.command_store import CommandStore, WriteConflicts
 from state.database import create_database_engine
@@ -104,29 +100,39 @@ def consumer_config(
     return config
 
 
+def command_consumer_config(
+    settings: Settings, on_statistics: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """The command pipeline's consumer: offsets are committed in its Kafka transactions
+    only, and only committed commands are read."""
+    return {
+        **connection_config(settings),
+        **consumer_config(settings, on_statistics),
+        # Last, so that no extra property can take a guarantee away.
+        "group.id": settings.consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": settings.auto_offset_reset,
+        "enable.partition.eof": False,
+    }
+
+
+def command_producer_config(settings: Settings) -> dict[str, Any]:
+    """The command pipeline's transactional producer (a random id unless one is set)."""
+    return {
+        **connection_config(settings),
+        "transactional.id": f"payment-worker-{uuid.uuid4()}",
+        **_producer_config(settings),
+    }
+
+
 def build_worker(
     settings: Settings,
     dependencies: Dependencies,
     on_statistics: Callable[[str], None] | None = None,
-) -> Application:
-    """The command worker: a quixstreams application, exactly-once, wired to Postgres."""
-    app = Application(
-        # quixstreams accepts only connection properties here; any other librdkafka
-        # property from kafka_extra_config goes to its consumer and producer below.
-        broker_address=ConnectionConfig.from_librdkafka_dict(connection_config(settings)),
-        consumer_extra_config=consumer_config(settings, on_statistics),
-        consumer_group=settings.consumer_group,
-        auto_offset_reset=settings.auto_offset_reset,
-        commit_interval=settings.commit_interval_seconds,
-        commit_every=settings.commit_every,
-        processing_guarantee="exactly-once",
-        # Topics are created by `payment-worker topics create` with their real settings.
-        auto_create_topics=False,
-        use_changelog_topics=False,
-        state_dir=settings.quixstreams_state_dir,
-        loglevel=None,
-        producer_extra_config=_producer_config(settings),
-    )
+) -> CommandLoop:
+    """The command worker: batches, exactly-once, wired to Postgres and the clients."""
     store = CommandStore(
         dependencies.engine,
         cached_keys=settings.state_cache_keys,
@@ -142,19 +148,23 @@ def build_worker(
         worker_version=worker_version(),
         max_future_skew=timedelta(seconds=settings.command_max_future_skew_seconds),
     )
-    on_partitions_given_up(app, store.forget_cached)
-    latency = CommitLatency(metrics.PROCESSING_LATENCY)
-    observe_transactions(app, latency)
-    build_command_pipeline(
-        app,
-        processor,
-        store,
-        latency,
+    return CommandLoop(
+        consumer_config=command_consumer_config(settings, on_statistics),
+        producer_config=command_producer_config(settings),
         commands_topic=settings.topic_commands,
         output_topics={
             "events": settings.topic_events,
             "results": settings.topic_results,
             "dlq": settings.topic_dlq,
         },
+        processor=processor,
+        store=store,
+        limits=BatchLimits(
+            max_messages=settings.batch_max_messages,
+            max_wait_seconds=settings.batch_max_wait_seconds,
+            deadline_seconds=settings.batch_deadline_seconds,
+            max_carried_offsets=settings.max_carried_offsets,
+        ),
+        max_in_flight=settings.gateway_max_in_flight,
+        auto_offset_reset=settings.auto_offset_reset,
     )
-    return app

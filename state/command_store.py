@@ -48,7 +48,7 @@ from uuid import UUID
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    Row,
+    RowMapping,
     and_,
     delete,
     func,
@@ -90,16 +90,15 @@ class ProcessedCommand:
     processed_at: datetime
 
 
-def _method_from_row(row: Row[Any]) -> PaymentMethod:
-    return PaymentMethod(**{column: row._mapping[column] for column in PaymentMethod.__slots__})
+def _method_from_row(row: RowMapping) -> PaymentMethod:
+    return PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
 
 
-def _payment_from_row(row: Row[Any]) -> Payment:
-    return Payment(**{column: row._mapping[column] for column in Payment.__slots__})
+def _payment_from_row(row: RowMapping) -> Payment:
+    return Payment(**{column: row[column] for column in Payment.__slots__})
 
 
-def _processed_from_row(row: Row[Any]) -> ProcessedCommand:
-    values = row._mapping
+def _processed_from_row(values: RowMapping) -> ProcessedCommand:
     return ProcessedCommand(
         command_id=values["command_id"],
         payload_sha256=bytes(values["payload_sha256"]),
@@ -254,10 +253,13 @@ def _estimated_bytes(key: str, state: StreamState, recent_ids: tuple[int, ...]) 
     return size
 
 
-_LOAD_STREAM = text(
+# One row per active payment method of each key (or one row of NULL method columns for a
+# key without any), each carrying the key's other values.
+_LOAD_STREAMS = text(
     """
-    SELECT s.last_sequence, c.customer_id, recent.command_ids, removed.with_data, m.*
-    FROM (SELECT CAST(:key AS text) AS key, CAST(:user_id AS text) AS user_id) AS k
+    SELECT k.key AS stream_key_, s.last_sequence, c.customer_id, recent.command_ids,
+           removed.with_data, m.*
+    FROM unnest(CAST(:keys AS text[]), CAST(:user_ids AS text[])) AS k(key, user_id)
     LEFT JOIN stream_sequences AS s ON s.stream_key = k.key
     LEFT JOIN gateway_customers AS c ON c.user_id = k.user_id
     LEFT JOIN LATERAL (
@@ -275,7 +277,7 @@ _LOAD_STREAM = text(
         ) AS with_data
     ) AS removed
     LEFT JOIN payment_methods AS m ON m.user_id = k.user_id AND m.active
-    ORDER BY m.created_at, m.payment_method_id
+    ORDER BY k.key, m.created_at, m.payment_method_id
     """
 )
 
@@ -317,6 +319,8 @@ class CommandStore:
         # is fenced on it, for keys whose decisions changed nothing too (a rejection
         # decided on an outdated state must not be stored either).
         self._read_versions: dict[str, int] = {}
+        # Inbox answers read ahead for a batch's command ids (``prefetch``), each used once.
+        self._inbox_checked: dict[UUID, ProcessedCommand | None] = {}
 
     @property
     def pending_commands(self) -> int:
@@ -343,6 +347,8 @@ class CommandStore:
         pending = self._commands.get(command_id)
         if pending is not None:
             return pending
+        if command_id in self._inbox_checked:
+            return self._inbox_checked.pop(command_id)
         known = self._known_stream(key)
         if command_id.int not in known.recent_ids and command_id not in self._conflicts.command_ids:
             return None
@@ -352,6 +358,7 @@ class CommandStore:
                 .execute(
                     select(processed_commands).where(processed_commands.c.command_id == command_id)
                 )
+                .mappings()
                 .one_or_none()
             )
         return None if row is None else _processed_from_row(row)
@@ -434,6 +441,7 @@ class CommandStore:
         """Drop every cached key (this worker gave up partitions; others may write them)."""
         self._known.clear()
         self._known_bytes = 0
+        self._inbox_checked.clear()
 
     def _entry(
         self, key: str, state: StreamState, recent_ids: tuple[int, ...], removed_with_data: bool
@@ -456,43 +464,81 @@ class CommandStore:
         found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
         missing = [pid for pid in ids if pid not in found]
         if missing:
-            rows = self._read().execute(select(payments).where(payments.c.payment_id.in_(missing)))
-            loaded = {row.payment_id: _payment_from_row(row) for row in rows}
+            rows = (
+                self._read()
+                .execute(select(payments).where(payments.c.payment_id.in_(missing)))
+                .mappings()
+            )
+            loaded = {row["payment_id"]: _payment_from_row(row) for row in rows}
             self._loaded_payments.update(loaded)
             found.update(loaded)
         return tuple(found[pid] for pid in ids if pid in found)
 
     def _load_stream(self, key: str) -> _KnownStream:
-        """A key's active methods, sequence, gateway customer and newest command ids, and
-        whether a removed method still holds personal data, in one query.
+        return self._load_streams([key])[key]
 
-        One row per active payment method (or one row of NULL method columns when it has
-        none), each carrying the key's other values: one round trip for the first command
-        of every key is most of what reading costs.
-        """
+    def _load_streams(self, keys: list[str]) -> dict[str, _KnownStream]:
+        """Keys' active methods, sequences, gateway customers and newest command ids, and
+        whether a removed method still holds personal data, in one query for all keys:
+        one round trip per batch is most of what reading costs."""
         rows = (
             self._read()
             .execute(
-                _LOAD_STREAM,
-                # A guest payment's stream has no user: no methods, no gateway customer.
-                {"key": key, "user_id": stream_user_id(key), "recent": self._recent_commands},
+                _LOAD_STREAMS,
+                {
+                    "keys": keys,
+                    # A guest payment's stream has no user: no methods, no gateway customer.
+                    "user_ids": [stream_user_id(key) for key in keys],
+                    "recent": self._recent_commands,
+                },
             )
             .mappings()
             .all()
         )
-        first = rows[0]
-        state = StreamState(
-            key=key,
-            last_sequence=first["last_sequence"] or 0,
-            methods=tuple(
-                PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
-                for row in rows
-                if row["payment_method_id"] is not None
-            ),
-            gateway_customer_id=first["customer_id"],
-        )
-        recent_ids = tuple(command_id.int for command_id in first["command_ids"] or ())
-        return self._entry(key, state, recent_ids, bool(first["with_data"]))
+        by_key: dict[str, list[Any]] = {}
+        for row in rows:
+            by_key.setdefault(row["stream_key_"], []).append(row)
+        loaded = {}
+        for key, key_rows in by_key.items():
+            first = key_rows[0]
+            state = StreamState(
+                key=key,
+                last_sequence=first["last_sequence"] or 0,
+                methods=tuple(
+                    PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
+                    for row in key_rows
+                    if row["payment_method_id"] is not None
+                ),
+                gateway_customer_id=first["customer_id"],
+            )
+            recent_ids = tuple(command_id.int for command_id in first["command_ids"] or ())
+            loaded[key] = self._entry(key, state, recent_ids, bool(first["with_data"]))
+        return loaded
+
+    def prefetch(self, keys: Iterable[str], command_ids: Iterable[UUID]) -> None:
+        """Read what a batch's decisions need in two queries: the inbox rows of its
+        command ids, and the state of its keys that are not cached.
+
+        Afterwards ``processed_command`` answers for these ids without a query, also for
+        an id used long ago or under another key.
+        """
+        ids = [cid for cid in command_ids if cid not in self._inbox_checked]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._known))
+        with _database_errors():
+            if ids:
+                rows = (
+                    self._read()
+                    .execute(
+                        select(processed_commands).where(processed_commands.c.command_id.in_(ids))
+                    )
+                    .mappings()
+                )
+                found = {row["command_id"]: _processed_from_row(row) for row in rows}
+                for command_id in ids:
+                    self._inbox_checked[command_id] = found.get(command_id)
+            if missing:
+                for key, known in self._load_streams(missing).items():
+                    self._remember(key, known)
 
     def _named_methods(
         self, key: str, ids: list[str], with_removed: bool, own_ids: set[str]
@@ -525,11 +571,11 @@ class CommandStore:
         if not conditions:
             return frozenset(taken), ()
         removed: list[PaymentMethod] = []
-        rows = self._read().execute(select(payment_methods).where(or_(*conditions)))
+        rows = self._read().execute(select(payment_methods).where(or_(*conditions))).mappings()
         for row in rows:
-            if row.user_id != user_id:
-                taken.add(row.payment_method_id)
-            elif not row.active and row.payment_method_id not in own_ids:
+            if row["user_id"] != user_id:
+                taken.add(row["payment_method_id"])
+            elif not row["active"] and row["payment_method_id"] not in own_ids:
                 removed.append(_method_from_row(row))
         removed.sort(key=_method_order)
         return frozenset(taken), tuple(removed)

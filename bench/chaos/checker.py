@@ -72,16 +72,14 @@ def read_database(engine: Engine) -> DatabaseRows:
             for row in connection.execute(select(inbox.c.command_id, inbox.c.status))
         }
         methods = {
-            row.payment_method_id: PaymentMethod(
-                **{column: row._mapping[column] for column in PaymentMethod.__slots__}
+            row["payment_method_id"]: PaymentMethod(
+                **{column: row[column] for column in PaymentMethod.__slots__}
             )
-            for row in connection.execute(select(payment_methods))
+            for row in connection.execute(select(payment_methods)).mappings()
         }
         payment_rows = {
-            row.payment_id: Payment(
-                **{column: row._mapping[column] for column in Payment.__slots__}
-            )
-            for row in connection.execute(select(payments))
+            row["payment_id"]: Payment(**{column: row[column] for column in Payment.__slots__})
+            for row in connection.execute(select(payments)).mappings()
         }
         sequences = {
             row.stream_key: row.last_sequence

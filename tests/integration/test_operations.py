@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
@@ -26,7 +26,7 @@ from bench.harness import (
 )
 from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
-from pipelines.wiring import build_dependencies, build_worker
+from pipelines.wiring import command_consumer_config, command_producer_config
 from sandbox.gateway_server import SandboxGatewayServer
 from state.database import head_revision
 from tests.factories import add_payment_method, command, encode
@@ -142,17 +142,21 @@ def test_sigterm_stops_the_worker_cleanly_after_committing(
     assert count == len(commands)
 
 
-def test_worker_builds_with_non_connection_librdkafka_properties(settings: Settings) -> None:
-    # quixstreams' connection config refuses producer/consumer tuning properties; the
-    # wiring must route them to the clients instead of failing at start-up.
-    extra = {"linger.ms": "5", "client.id": "w", "max.poll.interval.ms": "10000"}
+def test_worker_clients_take_librdkafka_tuning_properties(settings: Settings) -> None:
+    # Tuning properties from kafka_extra_config reach the clients, and the pipeline's own
+    # guarantees (read_committed, no auto-commit, transactions) cannot be lost to them.
+    extra = {"linger.ms": "5", "client.id": "w", "max.poll.interval.ms": "60000"}
     tuned = settings.model_copy(update={"kafka_extra_config": extra})
-    app = build_worker(tuned, build_dependencies(tuned))
-    assert app.config.producer_extra_config["linger.ms"] == "5"
-    assert app.config.consumer_extra_config["client.id"] == "w"
-    # quixstreams computes its flush budget from this one, so it must be a number.
-    assert app.config.flush_timeout == 10.0
-    assert app.config.processing_guarantee == "exactly-once"
+    consumer = command_consumer_config(tuned, None)
+    producer = command_producer_config(tuned)
+    assert producer["linger.ms"] == "5"
+    assert consumer["client.id"] == "w"
+    assert consumer["isolation.level"] == "read_committed"
+    assert consumer["enable.auto.commit"] is False
+    assert producer["transactional.id"].startswith("payment-worker-")
+    # Both build real clients with these properties.
+    Consumer(consumer).close()
+    Producer(producer).flush(0)
 
 
 def test_dead_letters_can_be_listed_and_replayed_safely(
@@ -213,7 +217,7 @@ def _get(url: str) -> tuple[int, str]:
 def _sample(text_metrics: str, name: str, labels: str = "") -> float:
     """The value of one sample in Prometheus text format (0 when absent)."""
     pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)"
-    found = re.search(pattern, text_metrics)
+    found = re.search("^" + pattern, text_metrics, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -265,7 +269,8 @@ def test_metrics_and_probes_during_a_run(
         assert build is not None, text_metrics
         assert re.fullmatch(r"[0-9a-f]{12}", build.group(1))
 
-        # A gateway outage: the pipeline backs off and the worker says it is not ready.
+        # A gateway outage holds the key that needs the gateway; the worker stays ready
+        # (its other keys flow) and says how many keys wait.
         sandbox_gateway.gateway.available = False
         payment = command(
             "InitiatePayment",
@@ -280,19 +285,21 @@ def test_metrics_and_probes_during_a_run(
         )
         produce(observed, [(b"pay-probe", encode(payment))])
         deadline = time.monotonic() + 30
-        statuses = set()
-        while 503 not in statuses and time.monotonic() < deadline:
-            statuses.add(_get(base + "/readyz")[0])
+        held = 0.0
+        while held < 1 and time.monotonic() < deadline:
+            held = _sample(_get(base + "/metrics")[1], "payment_worker_held_keys")
             time.sleep(0.1)
-        assert 503 in statuses
+        assert held == 1
+        assert _get(base + "/readyz")[0] == 200
         sandbox_gateway.gateway.available = True
         read_topic(observed, observed.topic_results, expected=6, timeout=60)
-        # The checkpoint that met the outage was abandoned, and retried once it was over.
-        _, text_metrics = _get(base + "/metrics")
-        assert (
-            _sample(text_metrics, "payment_worker_kafka_transactions_total", 'outcome="aborted"')
-            >= 1
-        )
+        deadline = time.monotonic() + 10
+        while held and time.monotonic() < deadline:
+            _, text_metrics = _get(base + "/metrics")
+            held = _sample(text_metrics, "payment_worker_held_keys")
+            time.sleep(0.1)
+        assert held == 0
         assert _sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 6
+        assert _sample(text_metrics, "payment_worker_pipeline_restarts_total") == 0
     finally:
         assert worker.stop() == 0

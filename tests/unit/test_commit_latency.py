@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from pipelines.kafka_transactions import CommitLatency
+from pipelines.commit_latency import CommitLatency
 
 
 def _histogram() -> tuple[Histogram, CollectorRegistry]:
