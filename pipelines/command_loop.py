@@ -112,6 +112,14 @@ class CommandLoop:
             on_revoke=self._on_given_up,
             on_lost=self._on_given_up,
         )
+        logger.info(
+            "command pipeline started",
+            extra={
+                "batchMaxMessages": self._limits.max_messages,
+                "batchDeadlineSeconds": self._limits.deadline_seconds,
+                "maxInFlight": self._scheduler.max_in_flight,
+            },
+        )
         delay = REWIND_DELAY_SECONDS
         try:
             while not self._stopping.is_set():

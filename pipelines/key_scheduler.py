@@ -62,6 +62,10 @@ class KeyScheduler:
         self._blocked: set[str] = set()  # keys whose head names another key's claim
 
     @property
+    def max_in_flight(self) -> int:
+        return self._max_in_flight
+
+    @property
     def carried(self) -> int:
         """Commands not finished yet, the waiting heads included."""
         return sum(len(queue) for queue in self._queues.values())
