@@ -40,6 +40,7 @@ from pipelines.commit_latency import CommitLatency
 from pipelines.key_scheduler import KeyScheduler
 from pipelines.offset_progress import PartitionProgress, decode_done
 from pipelines.records import Destination, IncomingMessage, OutgoingRecord
+from schemas.commands import named_payment_ids, named_payment_method_ids
 from state.command_store import CommandStore
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,10 @@ class CommandLoop:
             admitted = self._admit(messages)
             if admitted:
                 self._store.prefetch(
-                    (a.key for a in admitted), (a.command.command_id for a in admitted)
+                    (a.key for a in admitted),
+                    (a.command.command_id for a in admitted),
+                    (pid for a in admitted for pid in named_payment_method_ids(a.command)),
+                    (pid for a in admitted for pid in named_payment_ids(a.command)),
                 )
                 for command in admitted:
                     self._scheduler.add(command)

@@ -16,11 +16,12 @@ carried to the next batch (docs/decisions/0009).
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from domain.errors import TransientError
 from domain.model import Decision
@@ -53,6 +54,8 @@ class KeyScheduler:
         # a free slot, or waiting for its retry time after a transient failure.
         self._work: dict[str, GatewayWork] = {}
         self._running: dict[Future[Decision], tuple[str, GatewayWork]] = {}
+        # Futures whose calls answered, in the order they did (put by the pool's threads).
+        self._answered: queue.SimpleQueue[Future[Decision]] = queue.SimpleQueue()
         self._running_keys: set[str] = set()
         self._retry_at: dict[str, float] = {}
         self._attempts: dict[str, int] = {}
@@ -98,11 +101,16 @@ class KeyScheduler:
                 if not self._running:
                     time.sleep(max(0.0, wake - now))
                     continue
-                done, _ = wait(
-                    list(self._running), timeout=max(0.0, wake - now), return_when=FIRST_COMPLETED
-                )
-                for future in done:
-                    self._complete(future, finished)
+                try:
+                    future = self._answered.get(timeout=max(0.0, wake - now))
+                except queue.Empty:
+                    continue
+                self._complete(future, finished)
+                while True:  # every other answer that is in, before deciding more
+                    try:
+                        self._complete(self._answered.get_nowait(), finished)
+                    except queue.Empty:
+                        break
         finally:
             metrics.GATEWAY_CALLS_IN_FLIGHT.set(len(self._running))
             metrics.HELD_KEYS.set(len(self._retry_at))
@@ -163,6 +171,7 @@ class KeyScheduler:
             future = self._executor.submit(self._processor.effects, work)
             self._running[future] = (key, work)
             self._running_keys.add(key)
+            future.add_done_callback(self._answered.put)
         metrics.GATEWAY_CALLS_IN_FLIGHT.set(len(self._running))
 
     def _complete(self, future: Future[Decision], finished: Finished) -> None:

@@ -321,6 +321,9 @@ class CommandStore:
         self._read_versions: dict[str, int] = {}
         # Inbox answers read ahead for a batch's command ids (``prefetch``), each used once.
         self._inbox_checked: dict[UUID, ProcessedCommand | None] = {}
+        # Rows of the ids a batch's commands name, read ahead (``prefetch``); None: absent.
+        self._prefetched_methods: dict[str, PaymentMethod | None] = {}
+        self._prefetched_payments: dict[str, Payment | None] = {}
 
     @property
     def pending_commands(self) -> int:
@@ -442,6 +445,8 @@ class CommandStore:
         self._known.clear()
         self._known_bytes = 0
         self._inbox_checked.clear()
+        self._prefetched_methods.clear()
+        self._prefetched_payments.clear()
 
     def _entry(
         self, key: str, state: StreamState, recent_ids: tuple[int, ...], removed_with_data: bool
@@ -462,7 +467,13 @@ class CommandStore:
 
     def _payments(self, ids: list[str]) -> tuple[Payment, ...]:
         found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
-        missing = [pid for pid in ids if pid not in found]
+        for pid in ids:
+            if pid not in found and pid in self._prefetched_payments:
+                payment = self._prefetched_payments[pid]
+                if payment is not None:
+                    self._loaded_payments[pid] = payment
+                    found[pid] = payment
+        missing = [pid for pid in ids if pid not in found and pid not in self._prefetched_payments]
         if missing:
             rows = (
                 self._read()
@@ -515,15 +526,28 @@ class CommandStore:
             loaded[key] = self._entry(key, state, recent_ids, bool(first["with_data"]))
         return loaded
 
-    def prefetch(self, keys: Iterable[str], command_ids: Iterable[UUID]) -> None:
-        """Read what a batch's decisions need in two queries: the inbox rows of its
-        command ids, and the state of its keys that are not cached.
+    def prefetch(
+        self,
+        keys: Iterable[str],
+        command_ids: Iterable[UUID],
+        payment_method_ids: Iterable[str] = (),
+        payment_ids: Iterable[str] = (),
+    ) -> None:
+        """Read what a batch's decisions need, one query each: the inbox rows of its
+        command ids, the state of its keys that are not cached, and the payment methods
+        and payments its commands name (to tell whose they are).
 
-        Afterwards ``processed_command`` answers for these ids without a query, also for
-        an id used long ago or under another key.
+        Afterwards ``processed_command`` answers for these ids without a query (also for
+        an id used long ago or under another key), and ``stream_state`` looks the named
+        ids up here. What the batch itself changes is staged and wins over these rows;
+        what another worker changes meanwhile fails the fenced write (module docstring).
         """
         ids = [cid for cid in command_ids if cid not in self._inbox_checked]
         missing = list(dict.fromkeys(key for key in keys if key not in self._known))
+        method_ids = list(dict.fromkeys(payment_method_ids))
+        named_payments = list(dict.fromkeys(payment_ids))
+        self._prefetched_methods.clear()
+        self._prefetched_payments.clear()
         with _database_errors():
             if ids:
                 rows = (
@@ -539,6 +563,18 @@ class CommandStore:
             if missing:
                 for key, known in self._load_streams(missing).items():
                     self._remember(key, known)
+            if method_ids:
+                statement = select(payment_methods).where(
+                    payment_methods.c.payment_method_id.in_(method_ids)
+                )
+                self._prefetched_methods.update(dict.fromkeys(method_ids))
+                for row in self._read().execute(statement).mappings():
+                    self._prefetched_methods[row["payment_method_id"]] = _method_from_row(row)
+            if named_payments:
+                statement = select(payments).where(payments.c.payment_id.in_(named_payments))
+                self._prefetched_payments.update(dict.fromkeys(named_payments))
+                for row in self._read().execute(statement).mappings():
+                    self._prefetched_payments[row["payment_id"]] = _payment_from_row(row)
 
     def _named_methods(
         self, key: str, ids: list[str], with_removed: bool, own_ids: set[str]
@@ -570,13 +606,18 @@ class CommandStore:
             )
         if not conditions:
             return frozenset(taken), ()
+        found: list[PaymentMethod]
+        if not with_removed and all(pid in self._prefetched_methods for pid in ids):
+            found = [m for pid in ids if (m := self._prefetched_methods[pid]) is not None]
+        else:
+            rows = self._read().execute(select(payment_methods).where(or_(*conditions)))
+            found = [_method_from_row(row) for row in rows.mappings()]
         removed: list[PaymentMethod] = []
-        rows = self._read().execute(select(payment_methods).where(or_(*conditions))).mappings()
-        for row in rows:
-            if row["user_id"] != user_id:
-                taken.add(row["payment_method_id"])
-            elif not row["active"] and row["payment_method_id"] not in own_ids:
-                removed.append(_method_from_row(row))
+        for method in found:
+            if method.user_id != user_id:
+                taken.add(method.payment_method_id)
+            elif not method.active and method.payment_method_id not in own_ids:
+                removed.append(method)
         removed.sort(key=_method_order)
         return frozenset(taken), tuple(removed)
 
