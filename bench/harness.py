@@ -31,6 +31,25 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# Runs ``argv[2:]`` in place of itself after asking the kernel for SIGTERM when its parent
+# (``argv[1]``, the benchmark) dies: a benchmark killed outright leaves no worker, baseline
+# or sandbox behind. PR_SET_PDEATHSIG is 1; it survives the exec.
+_EXIT_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def exit_with_parent(command: Sequence[str]) -> list[str]:
+    """``command``, started so that it gets SIGTERM if this process dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return list(command)
+    return [sys.executable, "-S", "-c", _EXIT_WITH_PARENT, str(os.getpid()), *command]
+
+
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The ``PAYMENT_WORKER_*`` variables that reproduce ``settings`` in a child process."""
     environment: dict[str, str] = {}
@@ -51,10 +70,19 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """``payment-worker run <pipeline>`` as a child process, with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path, pipeline: str = "worker") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        pipeline: str = "worker",
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.pipeline = pipeline
+        # SIGTERM when this process dies (``exit_with_parent``); for the benchmark.
+        self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -63,9 +91,10 @@ class WorkerProcess:
             **settings_environment(self.settings),
             "PAYMENT_WORKER_LOG_FORMAT": "json",
         }
+        command = [sys.executable, "-m", "pipelines.cli", "run", self.pipeline]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli", "run", self.pipeline],
+                exit_with_parent(command) if self.die_with_parent else command,
                 cwd=REPOSITORY,
                 env=environment,
                 stdout=log,

@@ -1,4 +1,4 @@
-"""``python -m bench.sandbox_process gateway|user-service PORT``: one sandbox service.
+"""``python -m bench.sandbox_process gateway|user-service PORT [ANSWER_DELAY_SECONDS]``.
 
 The same servers as ``payment-worker sandbox ...``, without importing the worker's
 pipelines (quixstreams, SQLAlchemy): the benchmark starts these often, on a busy machine.
@@ -15,11 +15,12 @@ from sandbox.user_service_server import UserServiceStubServer
 
 def main(argv: list[str]) -> int:
     name, port = argv[0], int(argv[1])
+    delay = float(argv[2]) if len(argv) > 2 else 0.0
     server: SandboxGatewayServer | UserServiceStubServer
     if name == "gateway":
-        server = SandboxGatewayServer("127.0.0.1", port)
+        server = SandboxGatewayServer("127.0.0.1", port, answer_delay_seconds=delay)
     elif name == "user-service":
-        server = UserServiceStubServer("127.0.0.1", port)
+        server = UserServiceStubServer("127.0.0.1", port, answer_delay_seconds=delay)
     else:
         print(f"unknown sandbox service {name!r}", file=sys.stderr)
         return 2

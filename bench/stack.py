@@ -3,6 +3,7 @@ bulk producing, and watching outputs become visible to a read_committed consumer
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -28,7 +30,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 
-from bench.harness import REPOSITORY, free_port
+from bench.harness import REPOSITORY, exit_with_parent, free_port
 from bench.workload import BenchCommand
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings, UserServiceSettings
@@ -60,57 +62,149 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
         return 0, ""
 
 
+class SandboxService:
+    """One sandbox service (``gateway`` or ``user-service``) as its own process on loopback."""
+
+    def __init__(self, name: str, log_dir: Path, *, answer_delay_seconds: float = 0.0) -> None:
+        self.name = name
+        self.answer_delay_seconds = answer_delay_seconds
+        self._log_dir = log_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"the sandbox {self.name} was not started")
+        return self._process.pid
+
+    def spawn(self) -> SandboxService:
+        """Start the process; ``wait_listening`` waits for its port."""
+        self.port = free_port()
+        delay = f"-{self.answer_delay_seconds * 1000:g}ms" if self.answer_delay_seconds else ""
+        with (self._log_dir / f"sandbox-{self.name}{delay}.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                exit_with_parent(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.sandbox_process",
+                        self.name,
+                        str(self.port),
+                        repr(self.answer_delay_seconds),
+                    ]
+                ),
+                cwd=REPOSITORY,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> SandboxService:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError(f"the sandbox {self.name} exited; see {self._log_dir}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"the sandbox {self.name} did not listen on port {self.port}")
+
+    def start(self) -> SandboxService:
+        return self.spawn().wait_listening()
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /v1/_sandbox/stats``: what it answered (empty when it does not answer)."""
+        status, body = http_get(f"{self.url}/v1/_sandbox/stats")
+        if status != 200:
+            return {}
+        document = json.loads(body)
+        return document if isinstance(document, dict) else {}
+
+    def usage(self) -> ServiceUsage:
+        """Its CPU time and request count now; two of them give the cost per request."""
+        stats = self.stats()
+        return ServiceUsage(
+            process_cpu_seconds(self.pid),
+            int(stats.get("requests", 0)),
+            int(stats.get("maxAnswersWaiting", 0)),
+        )
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass(frozen=True)
+class ServiceUsage:
+    cpu_seconds: float
+    requests: int
+    # The most answers it held back at once (a delayed sandbox), since it started.
+    max_answers_waiting: int = 0
+
+    def since(self, before: ServiceUsage) -> dict[str, Any]:
+        """Requests served and CPU µs per request between ``before`` and this."""
+        requests = self.requests - before.requests
+        cpu = self.cpu_seconds - before.cpu_seconds
+        return {
+            "requests": requests,
+            "cpuSeconds": round(cpu, 3),
+            "cpuMicrosecondsPerRequest": round(cpu * 1e6 / requests, 1) if requests else None,
+            "maxAnswersWaitingSinceStart": self.max_answers_waiting,
+        }
+
+
 class SandboxServices:
     """The sandbox gateway and the User Service stand-in, each its own process on loopback.
 
     Separate processes, so that their HTTP handling competes with the worker for CPU the
     way real services on the same machine would, and not with the benchmark's own clock.
+    ``gateway_delay_seconds``: every gateway answer comes that long after its request.
     """
 
-    def __init__(self, log_dir: Path) -> None:
-        self._log_dir = log_dir
-        self._processes: list[subprocess.Popen[bytes]] = []
-        self.gateway_url = ""
-        self.user_service_url = ""
+    def __init__(self, log_dir: Path, *, gateway_delay_seconds: float = 0.0) -> None:
+        self.gateway = SandboxService(
+            "gateway", log_dir, answer_delay_seconds=gateway_delay_seconds
+        )
+        self.user_service = SandboxService("user-service", log_dir)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def user_service_url(self) -> str:
+        return self.user_service.url
 
     def start(self) -> SandboxServices:
-        gateway, user_service = self._spawn("gateway"), self._spawn("user-service")
-        self.gateway_url = self._wait_listening("gateway", *gateway)
-        self.user_service_url = self._wait_listening("user-service", *user_service)
+        try:
+            self.gateway.spawn()
+            self.user_service.spawn()
+            self.gateway.wait_listening()
+            self.user_service.wait_listening()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def _spawn(self, name: str) -> tuple[subprocess.Popen[bytes], int]:
-        port = free_port()
-        with (self._log_dir / f"sandbox-{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "bench.sandbox_process", name, str(port)],
-                cwd=REPOSITORY,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._processes.append(process)
-        return process, port
-
-    def _wait_listening(self, name: str, process: subprocess.Popen[bytes], port: int) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the sandbox {name} exited; see {self._log_dir}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return f"http://127.0.0.1:{port}"
-            time.sleep(0.1)
-        raise RuntimeError(f"the sandbox {name} did not listen on port {port}")
+    def usage(self) -> dict[str, ServiceUsage]:
+        return {"gateway": self.gateway.usage(), "userService": self.user_service.usage()}
 
     def stop(self) -> None:
-        for process in self._processes:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._processes.clear()
+        self.gateway.stop()
+        self.user_service.stop()
 
 
 def isolated_settings(
@@ -247,12 +341,15 @@ def watch_outputs(
     keep_values: bool = False,
     on_batch: Callable[[float, int], None] | None = None,
     still_running: Callable[[], bool] | None = None,
+    window_seconds: float | None = None,
 ) -> OutputWatch:
     """Count records of ``topic`` until ``expected`` are visible (or ``timeout``).
 
     ``on_batch`` is called with the clock and the count after each poll (to sample
-    memory);
-    ``still_running`` stops the wait early when the producing process died.
+    memory and CPU);
+    ``still_running`` stops the wait early when the producing process died;
+    ``window_seconds`` stops it that long after the first visible output (a measurement
+    of what was sustained until then, rather than of the whole backlog).
     """
     consumer = committed_reader(settings, topic, f"{settings.consumer_group}-bench-reader")
     watch = OutputWatch()
@@ -270,7 +367,10 @@ def watch_outputs(
                 if keep_values:
                     watch.values.append(message.value() or b"")
             if messages:
-                watch.first_seen = watch.first_seen or now
+                if watch.first_seen is None:
+                    watch.first_seen = now
+                    if window_seconds is not None:
+                        deadline = min(deadline, now + window_seconds)
                 watch.last_seen = now
             if on_batch is not None:
                 on_batch(now, watch.count)
@@ -281,6 +381,38 @@ def watch_outputs(
         if watch.count >= expected:
             watch.complete_at = watch.last_seen
         return watch
+    finally:
+        consumer.close()
+
+
+def count_committed_topics(
+    settings: Settings, topics: Sequence[str], idle_seconds: float = 1.0
+) -> dict[str, int]:
+    """How many records of each topic a read_committed consumer sees (until it goes idle)."""
+    consumer = Consumer(
+        {
+            **librdkafka_config(settings),
+            "group.id": f"{settings.consumer_group}-bench-counter",
+            "enable.auto.commit": "false",
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": "10",
+        }
+    )
+    counts = dict.fromkeys(topics, 0)
+    try:
+        assignment = []
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        consumer.assign(assignment)
+        idle_until = time.monotonic() + idle_seconds
+        while time.monotonic() < idle_until:
+            good = [m for m in consumer.consume(num_messages=10_000, timeout=0.2) if not m.error()]
+            for message in good:
+                counts[str(message.topic())] += 1
+            if good:
+                idle_until = time.monotonic() + idle_seconds
+        return counts
     finally:
         consumer.close()
 
@@ -312,11 +444,61 @@ def rss_bytes(pid: int) -> int:
     return int(found.group(1)) * 1024 if found else 0
 
 
-def metric_sample(metrics_text: str, name: str, labels: str = "") -> float:
-    """One sample of Prometheus text output (0 when absent)."""
+def process_threads(pid: int) -> int:
+    """How many threads a process has now (0 when it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far, all its threads, user + system
+    (``/proc/<pid>/stat`` utime + stime); 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def metric_value(metrics_text: str, name: str, labels: str = "") -> float | None:
+    """One sample of Prometheus text output, None when the worker does not export it."""
     pattern = "^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "")
     found = re.search(pattern + r" (\S+)$", metrics_text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    return float(found.group(1)) if found else None
+
+
+def metric_sample(metrics_text: str, name: str, labels: str = "") -> float:
+    """One sample of Prometheus text output (0 when absent)."""
+    value = metric_value(metrics_text, name, labels)
+    return 0.0 if value is None else value
+
+
+def wait_until_serving(
+    settings: Settings, alive: Callable[[], bool], timeout: float = 90.0
+) -> None:
+    """Until the worker's metrics port answers: it has started and is joining its group.
+
+    Sooner than ``/readyz``, which also waits for the first Kafka statistics (every
+    ``kafka_statistics_interval_ms``, 5 s by default), while the worker is already busy.
+    """
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("the worker exited before it served its metrics")
+        if http_get(url, timeout=2)[0] == 200:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the worker did not serve its metrics after {timeout} s")
 
 
 def wait_until_ready(settings: Settings, alive: Callable[[], bool], timeout: float = 90.0) -> None:

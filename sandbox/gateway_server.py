@@ -8,20 +8,25 @@ Behaviour by token, so tests and demos can choose an outcome:
 - anything else → approved.
 A repeated ``Idempotency-Key`` returns the first answer and creates nothing; the same key
 with a different body is refused (422), as real gateways do.
-``GET /v1/_sandbox/stats`` tells how many authorizations were created and replayed.
+``GET /v1/_sandbox/stats`` tells how many authorizations were created and replayed, and
+how many requests the server answered and held back at once.
+
+``answer_delay_seconds`` makes every call's answer come that long after the request (the
+call takes effect at once): a gateway far away. Waiting answers hold a timer each, not a
+thread (``sandbox.json_server``), so thousands of calls can wait together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import secrets
 import threading
-import time
-import uuid
 from http import HTTPStatus
 from typing import Any
 
-from sandbox.json_server import JsonServer
+from sandbox.json_server import Answer, JsonServer
 
 SLOW_ANSWER_SECONDS = 3.0
 
@@ -29,9 +34,13 @@ SLOW_ANSWER_SECONDS = 3.0
 class SandboxGateway:
     """The gateway's state; thread-safe, in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_delay_seconds: float = 0.0) -> None:
+        if answer_delay_seconds < 0:
+            raise ValueError("answer_delay_seconds must be >= 0")
+        # May be changed while serving; applies to the requests that arrive afterwards.
+        self.answer_delay_seconds = answer_delay_seconds
         self._lock = threading.Lock()
-        self._answers: dict[str, tuple[str, int, dict[str, Any]]] = {}
+        self._answers: dict[str, tuple[bytes, int, dict[str, Any]]] = {}
         self.authorizations: dict[str, dict[str, Any]] = {}
         # Customer id -> attached tokens. Names and emails are checked, never kept.
         self.customers: dict[str, set[str]] = {}
@@ -39,43 +48,52 @@ class SandboxGateway:
         self.replays = 0
         self.requests = 0
         self.available = True
+        # Ids are unique per gateway process and not guessable across runs; a counter is
+        # cheaper than a uuid per call.
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = itertools.count()
 
-    def handle(
-        self, method: str, path: str, key: str | None, body: bytes
-    ) -> tuple[int, dict[str, Any]]:
+    def answer(self, method: str, path: str, key: str | None, body: bytes) -> Answer:
+        """The answer to one request and how long to hold it back; the effect is immediate."""
         with self._lock:
             self.requests += 1
             if path == "/v1/_sandbox/stats" and method == "GET":
-                return HTTPStatus.OK, self.stats()
+                return HTTPStatus.OK, self.stats(), 0.0
+            delay = self.answer_delay_seconds
             if not self.available:
-                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "sandbox outage"}
+                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "sandbox outage"}, delay
             if key is None:
-                return HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key header is required"}
-            fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).hexdigest()
+                return (
+                    HTTPStatus.BAD_REQUEST,
+                    {"error": "Idempotency-Key header is required"},
+                    delay,
+                )
+            fingerprint = hashlib.sha256(f"{method} {path} ".encode() + body).digest()
             if key in self._answers:
                 seen_fingerprint, status, answer = self._answers[key]
                 if seen_fingerprint != fingerprint:
-                    return HTTPStatus.UNPROCESSABLE_ENTITY, {
-                        "error": "key reused with another body"
-                    }
+                    return (
+                        HTTPStatus.UNPROCESSABLE_ENTITY,
+                        {"error": "key reused with another body"},
+                        delay,
+                    )
                 self.replays += 1
-                return status, answer
+                return status, answer, delay
             status, answer = self._route(method, path, json.loads(body or b"{}"))
             if status < 500:
                 self._answers[key] = (fingerprint, status, answer)
-            slow = b"slow" in body
-        if slow:
+        if b"slow" in body:
             # The answer is stored but arrives too late: the client times out, retries
             # with the same key and gets the stored answer, with nothing created twice.
-            time.sleep(SLOW_ANSWER_SECONDS)
-        return status, answer
+            delay = max(delay, SLOW_ANSWER_SECONDS)
+        return status, answer, delay
 
     def _route(self, method: str, path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if method == "POST" and path == "/v1/authorizations":
             token = str(request.get("token", ""))
             if "unavailable" in token:
                 return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "issuer unavailable"}
-            authorization_id = f"auth_{uuid.uuid4().hex[:20]}"
+            authorization_id = self._new_id("auth")
             if "decline" in token:
                 answer = {
                     "id": authorization_id,
@@ -93,7 +111,7 @@ class SandboxGateway:
         if method == "POST" and path == "/v1/customers":
             if not request.get("name") or "@" not in str(request.get("email", "")):
                 return HTTPStatus.BAD_REQUEST, {"error": "name and email are required"}
-            customer_id = f"cus_{uuid.uuid4().hex[:20]}"
+            customer_id = self._new_id("cus")
             self.customers[customer_id] = set()
             return HTTPStatus.CREATED, {"id": customer_id}
         parts = path.strip("/").split("/")
@@ -114,6 +132,9 @@ class SandboxGateway:
                 return HTTPStatus.OK, {"deleted": True}
         return HTTPStatus.NOT_FOUND, {"error": f"no route {method} {path}"}
 
+    def _new_id(self, kind: str) -> str:
+        return f"{kind}_{self._id_prefix}{next(self._ids):08x}"
+
     def stats(self) -> dict[str, Any]:
         return {
             "authorizations": len(self.authorizations),
@@ -125,14 +146,15 @@ class SandboxGateway:
 
 
 class SandboxGatewayServer(JsonServer):
-    """The sandbox on a loopback port."""
+    """The sandbox on a loopback port; ``/v1/_sandbox/stats`` adds the server's counters."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.gateway = SandboxGateway()
-        super().__init__(
-            lambda method, path, headers, body: self.gateway.handle(
-                method, path, headers.get("Idempotency-Key"), body
-            ),
-            host,
-            port,
-        )
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, answer_delay_seconds: float = 0.0
+    ) -> None:
+        self.gateway = SandboxGateway(answer_delay_seconds)
+        super().__init__(self._answer, host, port)
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path == "/v1/_sandbox/stats" and method == "GET":
+            return HTTPStatus.OK, {**self.gateway.stats(), **self.counters.as_json()}, 0.0
+        return self.gateway.answer(method, path, headers.get("idempotency-key"), body)

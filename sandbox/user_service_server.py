@@ -2,7 +2,9 @@
 
 Every user exists, with a made-up name and email derived from the id, except ids that
 start with ``unknown-`` (404). ``available = False`` simulates an outage (503).
-``calls`` counts lookups, to check the worker's cache.
+``calls`` counts lookups, to check the worker's cache; ``GET /v1/_sandbox/stats`` tells
+it and the server's counters. ``answer_delay_seconds`` holds every answer back that long
+(without a thread: ``sandbox.json_server``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
-from sandbox.json_server import JsonServer
+from sandbox.json_server import Answer, JsonServer
 
 _PREFIX = "/v1/users/"
 _SUFFIX = "/profile"
@@ -45,6 +47,18 @@ class UserServiceStub:
 class UserServiceStubServer(JsonServer):
     """The stub on a loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, answer_delay_seconds: float = 0.0
+    ) -> None:
+        if answer_delay_seconds < 0:
+            raise ValueError("answer_delay_seconds must be >= 0")
         self.stub = UserServiceStub()
-        super().__init__(lambda method, path, headers, body: self.stub.handle(path), host, port)
+        # May be changed while serving; applies to the requests that arrive afterwards.
+        self.answer_delay_seconds = answer_delay_seconds
+        super().__init__(self._answer, host, port)
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        if path == "/v1/_sandbox/stats" and method == "GET":
+            return HTTPStatus.OK, {"calls": self.stub.calls, **self.counters.as_json()}, 0.0
+        status, answer = self.stub.handle(path)
+        return status, answer, self.answer_delay_seconds
