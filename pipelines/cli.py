@@ -448,10 +448,11 @@ def _schemas_generate(_: Settings, __: argparse.Namespace) -> int:
 
 def _serve_sandbox(_: Settings, args: argparse.Namespace) -> int:
     server: SandboxGatewayServer | UserServiceStubServer
+    delay = args.answer_delay_seconds
     if args.sandbox == "gateway":
-        server = SandboxGatewayServer(args.host, args.port)
+        server = SandboxGatewayServer(args.host, args.port, answer_delay_seconds=delay)
     else:
-        server = UserServiceStubServer(args.host, args.port)
+        server = UserServiceStubServer(args.host, args.port, answer_delay_seconds=delay)
     logger.info(f"sandbox {args.sandbox} listening", extra={"url": server.url})
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
@@ -502,6 +503,12 @@ def _parser() -> argparse.ArgumentParser:
         served = sandbox.add_parser(name, help=text)
         served.add_argument("--host", default="127.0.0.1")
         served.add_argument("--port", type=int, default=port)
+        served.add_argument(
+            "--answer-delay-seconds",
+            type=float,
+            default=0.0,
+            help="answer every call this long after it arrives (a distant service)",
+        )
         served.set_defaults(handler=_serve_sandbox)
 
     send = commands.add_parser("send", help="produce a command to payment.commands")
