@@ -6,8 +6,9 @@
 - passthrough: a quixstreams pipeline ``dataframe(topic).apply(...).to_topic(...)``,
   exactly-once, with the worker's commit interval; one output per input.
 - database: the rows the worker writes (inbox, payment methods, payments, gateway
-  customers, event streams), written in batches of the worker's checkpoint size, without
-  Kafka.
+  customers, event streams) for the same commands, written in large bulk transactions
+  (5,000 commands each by default, multi-row statements), without Kafka: what PostgreSQL
+  on this machine takes of these rows at most, whatever the worker's own batch size.
 
 The two Kafka baselines run as child processes (``python -m bench.baselines raw|passthrough``,
 settings from the ``PAYMENT_WORKER_*`` environment), like the worker itself.
@@ -23,17 +24,20 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 from confluent_kafka import Consumer, KafkaException, Producer
+from psycopg import sql
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
-from sqlalchemy import Engine, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Engine, Table
+from sqlalchemy.engine import Dialect
 
 from bench.expected import CommandRows
-from bench.harness import REPOSITORY, settings_environment
+from bench.harness import REPOSITORY, exit_with_parent, settings_environment
 from config.kafka import connection_config, librdkafka_config
 from config.settings import ENV_PREFIX, Settings, load_settings
 from domain.streams import stream_user_id
@@ -60,7 +64,7 @@ class BaselineProcess:
         }
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "bench.baselines", name, *args],
+                exit_with_parent([sys.executable, "-m", "bench.baselines", name, *args]),
                 cwd=REPOSITORY,
                 env=environment,
                 stdout=log,
@@ -171,89 +175,171 @@ def run_passthrough(settings: Settings) -> None:
     app.run()
 
 
-# --- C: batched Postgres writes -------------------------------------------------------------
+# --- C: PostgreSQL bulk writes ---------------------------------------------------------------
+
+
+def _names(table: Table) -> list[str]:
+    return [column.name for column in table.columns]
+
+
+def _type_names(table: Table, dialect: Dialect) -> list[str]:
+    """PostgreSQL type names of ``table``'s columns, as psycopg's binary COPY wants them."""
+    return [str(column.type.compile(dialect=dialect)).lower() for column in table.columns]
+
+
+def _copy_statement(table: Table) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, _names(table)))
+    )
+
+
+def _upsert_from_arrays(
+    table: Table,
+    key: str,
+    dialect: Dialect,
+    *,
+    keep: Sequence[str] = (),
+    order_by: Sequence[str] = (),
+) -> sql.Composed:
+    """``INSERT INTO table SELECT * FROM unnest(one array per column) ON CONFLICT (key) DO
+    UPDATE`` every column but ``key`` and ``keep``: one statement for any number of rows."""
+    names, types = _names(table), _type_names(table, dialect)
+    columns = sql.SQL(", ").join(map(sql.Identifier, names))
+    statement = sql.SQL(
+        "INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) AS v({columns})"
+    ).format(
+        table=sql.Identifier(table.name),
+        columns=columns,
+        arrays=sql.SQL(", ").join(sql.SQL("%s::" + kind + "[]") for kind in types),
+    )
+    if order_by:
+        statement += sql.SQL(" ORDER BY {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, order_by))
+        )
+    updated = [name for name in names if name != key and name not in keep]
+    return statement + sql.SQL(" ON CONFLICT ({key}) DO UPDATE SET {changes}").format(
+        key=sql.Identifier(key),
+        changes=sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name)) for name in updated
+        ),
+    )
+
+
+def _arrays(table: Table, rows: Sequence[dict[str, object]]) -> list[list[object]]:
+    return [[row[name] for row in rows] for name in _names(table)]
+
+
+_PAYMENT_LINK = sql.SQL(
+    "UPDATE payments AS p SET user_id = v.user_id, status = v.status, updated_at = v.updated_at"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    " AS v(payment_id, user_id, status, updated_at) WHERE p.payment_id = v.payment_id"
+)
+
+
+@dataclass
+class _Batch:
+    """What one transaction writes: the last state of each row its commands touch."""
+
+    inbox: list[dict[str, object]] = field(default_factory=list)
+    methods: dict[str, dict[str, object]] = field(default_factory=dict)
+    new_payments: dict[str, dict[str, object]] = field(default_factory=dict)
+    changed_payments: dict[str, dict[str, object]] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)
+    customers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, commands: Sequence[CommandRows]) -> _Batch:
+        batch = cls(inbox=[command.inbox for command in commands])
+        for command in commands:
+            batch.methods.update({str(m["payment_method_id"]): m for m in command.methods})
+            for payment in command.new_payments:
+                batch.new_payments[str(payment["payment_id"])] = payment
+            for payment in command.changed_payments:
+                new = payment["payment_id"] in batch.new_payments
+                target = batch.new_payments if new else batch.changed_payments
+                target[str(payment["payment_id"])] = payment
+            if command.last_sequence is not None:
+                batch.sequences[command.key] = command.last_sequence
+            user_id = stream_user_id(command.key)
+            if command.customer_id is not None and user_id is not None:
+                batch.customers[user_id] = command.customer_id
+        return batch
 
 
 def write_batches(engine: Engine, rows: Sequence[CommandRows], batch_size: int) -> float:
     """Write ``rows`` in transactions of ``batch_size`` commands; returns the seconds taken.
 
-    Each transaction inserts the inbox rows and new payments, upserts the payment
-    methods (last change per method wins, rows giving up a default first, as the
-    unique indexes require), links changed payments, upserts gateway customers and the
-    last event sequence per key: the statements a checkpoint of the worker needs.
+    The cheapest way PostgreSQL takes these rows, so that this is the database's limit
+    rather than a client's: the inbox rows and new payments by binary ``COPY``; the
+    payment methods (last change per method wins, rows giving up a default first, as the
+    unique indexes require), the gateway customers and the last event sequence per key
+    by one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE`` each; the linked
+    payments by one ``UPDATE ... FROM unnest(...)``; every parameter sent in binary. The
+    same rows, in the same tables and indexes, as the worker's checkpoints write.
     """
+    inbox_copy, payments_copy = _copy_statement(processed_commands), _copy_statement(payments)
+    dialect = engine.dialect
+    inbox_types = _type_names(processed_commands, dialect)
+    payment_types = _type_names(payments, dialect)
+    method_upsert = _upsert_from_arrays(
+        payment_methods,
+        "payment_method_id",
+        dialect,
+        keep=("user_id", "created_at"),
+        order_by=("is_default", "active"),
+    )
+    sequence_upsert = _upsert_from_arrays(stream_sequences, "stream_key", dialect)
+    customer_upsert = _upsert_from_arrays(
+        gateway_customers, "user_id", dialect, keep=("created_at",)
+    )
     started = time.perf_counter()
-    method_statement = insert(payment_methods)
-    method_upsert = method_statement.on_conflict_do_update(
-        index_elements=[payment_methods.c.payment_method_id],
-        set_={
-            column.name: method_statement.excluded[column.name]
-            for column in payment_methods.columns
-            if column.name not in ("payment_method_id", "user_id", "created_at")
-        },
-    )
-    sequence_statement = insert(stream_sequences)
-    sequence_upsert = sequence_statement.on_conflict_do_update(
-        index_elements=[stream_sequences.c.stream_key],
-        set_={"last_sequence": sequence_statement.excluded.last_sequence},
-    )
-    customer_statement = insert(gateway_customers)
-    customer_upsert = customer_statement.on_conflict_do_update(
-        index_elements=[gateway_customers.c.user_id],
-        set_={"customer_id": customer_statement.excluded.customer_id},
-    )
     for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        methods: dict[str, dict[str, object]] = {}
-        new_payments: dict[str, dict[str, object]] = {}
-        changed_payments: dict[str, dict[str, object]] = {}
-        sequences: dict[str, int] = {}
-        customers: dict[str, str] = {}
-        for command in batch:
-            methods.update({str(m["payment_method_id"]): m for m in command.methods})
-            for payment in command.new_payments:
-                new_payments[str(payment["payment_id"])] = payment
-            for payment in command.changed_payments:
-                target = new_payments if payment["payment_id"] in new_payments else changed_payments
-                target[str(payment["payment_id"])] = payment
-            if command.last_sequence is not None:
-                sequences[command.key] = command.last_sequence
-            user_id = stream_user_id(command.key)
-            if command.customer_id is not None and user_id is not None:
-                customers[user_id] = command.customer_id
+        batch = _Batch.of(rows[start : start + batch_size])
         with engine.begin() as connection:
-            connection.execute(insert(processed_commands), [c.inbox for c in batch])
-            if methods:
-                ordered = sorted(
-                    methods.values(), key=lambda m: (bool(m["is_default"]), bool(m["active"]))
-                )
-                connection.execute(method_upsert, ordered)
-            if new_payments:
-                connection.execute(insert(payments), list(new_payments.values()))
-            for payment in changed_payments.values():
-                connection.execute(
-                    update(payments)
-                    .where(payments.c.payment_id == payment["payment_id"])
-                    .values(
-                        user_id=payment["user_id"],
-                        status=payment["status"],
-                        updated_at=payment["updated_at"],
+            driver = connection.connection.driver_connection
+            if not isinstance(driver, psycopg.Connection):
+                raise TypeError("the database baseline needs the psycopg driver")
+            with driver.cursor() as cursor:
+                with cursor.copy(inbox_copy) as copy:
+                    copy.set_types(inbox_types)
+                    for row in batch.inbox:
+                        copy.write_row([row[name] for name in _names(processed_commands)])
+                if batch.new_payments:
+                    with cursor.copy(payments_copy) as copy:
+                        copy.set_types(payment_types)
+                        for row in batch.new_payments.values():
+                            copy.write_row([row[name] for name in _names(payments)])
+                if batch.methods:
+                    methods = list(batch.methods.values())
+                    cursor.execute(method_upsert, _arrays(payment_methods, methods), binary=True)
+                if batch.changed_payments:
+                    linked = list(batch.changed_payments.values())
+                    cursor.execute(
+                        _PAYMENT_LINK,
+                        [[p[name] for p in linked] for name in _LINK_COLUMNS],
+                        binary=True,
                     )
-                )
-            if customers:
-                connection.execute(
-                    customer_upsert,
-                    [
-                        {"user_id": user, "customer_id": customer, "created_at": datetime.now(UTC)}
-                        for user, customer in customers.items()
-                    ],
-                )
-            if sequences:
-                connection.execute(
-                    sequence_upsert,
-                    [{"stream_key": key, "last_sequence": seq} for key, seq in sequences.items()],
-                )
+                if batch.customers:
+                    now = datetime.now(UTC)
+                    cursor.execute(
+                        customer_upsert,
+                        [
+                            list(batch.customers),
+                            list(batch.customers.values()),
+                            [now] * len(batch.customers),
+                        ],
+                        binary=True,
+                    )
+                if batch.sequences:
+                    cursor.execute(
+                        sequence_upsert,
+                        [list(batch.sequences), list(batch.sequences.values())],
+                        binary=True,
+                    )
     return time.perf_counter() - started
+
+
+_LINK_COLUMNS = ("payment_id", "user_id", "status", "updated_at")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
