@@ -162,8 +162,6 @@ class CommandLoop:
                     (pid for a in admitted for pid in named_payment_method_ids(a.command)),
                     (pid for a in admitted for pid in named_payment_ids(a.command)),
                 )
-                for command in admitted:
-                    self._scheduler.add(command)
         started = time.monotonic()
         self._scheduler.run(started + self._limits.deadline_seconds, self._finish)
         self._pause_or_resume(consumer)
@@ -201,9 +199,10 @@ class CommandLoop:
             )
             step = self._processor.admit(incoming)
             if isinstance(step, Admitted):
+                self._scheduler.add(step)
                 admitted.append(step)
                 keys.add(step.key)
-            else:
+            elif not self._scheduler.add_ready(incoming, step):
                 self._finish(incoming, step)
         metrics.BATCH_MESSAGES.observe(len(messages))
         if keys:

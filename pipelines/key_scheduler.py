@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from domain.errors import TransientError
 from domain.model import Decision
@@ -37,6 +38,19 @@ HOLD_FIRST_SECONDS = 0.5
 HOLD_MAX_SECONDS = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A message whose records are known already, waiting for its turn on its key."""
+
+    message: IncomingMessage
+    records: list[OutgoingRecord]
+
+
+def _queue_key(message: IncomingMessage) -> str:
+    # Keys are validated UTF-8 for commands; any bytes are fine to order by.
+    return (message.key or b"").hex()
+
+
 class KeyScheduler:
     def __init__(
         self,
@@ -49,7 +63,10 @@ class KeyScheduler:
         self._max_in_flight = max_in_flight
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="calls")
-        self._queues: dict[str, deque[Admitted]] = {}
+        # Per Kafka key, not per stream key: a key's results, dead letters included, go
+        # out in the order of its messages. (A user's and a guest payment's stream may
+        # share a Kafka key; they then wait for each other, which costs only time.)
+        self._queues: dict[str, deque[Admitted | Ready]] = {}
         # The head of a key's queue, decided, waiting for its calls: running, waiting for
         # a free slot, or waiting for its retry time after a transient failure.
         self._work: dict[str, GatewayWork] = {}
@@ -78,12 +95,25 @@ class KeyScheduler:
         return not self._queues
 
     def add(self, admitted: Admitted) -> None:
-        queue = self._queues.get(admitted.key)
+        self._append(_queue_key(admitted.message), admitted)
+
+    def add_ready(self, message: IncomingMessage, records: list[OutgoingRecord]) -> bool:
+        """Queue the records of a message decided without its key's state (a dead letter,
+        a refusal) behind the commands of its key that wait; False when none waits (the
+        caller publishes them at once)."""
+        key = _queue_key(message)
+        if key not in self._queues:
+            return False
+        self._append(key, Ready(message, records))
+        return True
+
+    def _append(self, key: str, item: Admitted | Ready) -> None:
+        queue = self._queues.get(key)
         if queue is None:
-            self._queues[admitted.key] = deque((admitted,))
-            self._ready[admitted.key] = None
+            self._queues[key] = deque((item,))
+            self._ready[key] = None
         else:
-            queue.append(admitted)
+            queue.append(item)
 
     def run(self, deadline: float, finished: Finished) -> None:
         """Advance every key until all are done or ``deadline`` (monotonic) passes."""
@@ -147,6 +177,10 @@ class KeyScheduler:
         queue = self._queues.get(key)
         while queue and key not in self._work:
             head = queue[0]
+            if isinstance(head, Ready):
+                queue.popleft()
+                finished(head.message, head.records)
+                continue
             if any(self._claims.get(claim, key) != key for claim in head.claims):
                 self._blocked.add(key)
                 return

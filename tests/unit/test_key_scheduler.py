@@ -214,3 +214,25 @@ def test_a_dropped_key_ignores_its_late_answer() -> None:
     assert harness.finished == []
     assert harness.store.commands == {}
     assert harness.scheduler.idle
+
+
+def test_a_dead_letter_waits_behind_the_commands_of_its_key() -> None:
+    gateway = GatedGateway()
+    gateway.gates["tok_slow"] = threading.Event()
+    harness = Harness(gateway)
+    harness.add(_payment("user-a", "pay-1", "tok_slow"))  # offset 0
+    poison = IncomingMessage("payment.commands", 0, 1, b"user-a", b"not json", [])
+    rejected = harness.processor.admit(poison)
+    assert not isinstance(rejected, Admitted)
+    assert harness.scheduler.add_ready(poison, rejected)
+    other = IncomingMessage("payment.commands", 0, 2, b"user-b", b"not json", [])
+    # No command of user-b waits: its dead letter needs no queue.
+    assert not harness.scheduler.add_ready(other, [])
+
+    harness.run(seconds=0.2)
+    assert harness.finished == []
+
+    gateway.gates["tok_slow"].set()
+    harness.run()
+    assert [offset for offset, _ in harness.finished] == [0, 1]
+    assert harness.results()[1]["status"] == "invalid"
