@@ -1,7 +1,7 @@
 """``python -m bench``: measure the worker against its baselines on the local stack.
 
-Needs the stack (``scripts/stack up``). ``--smoke`` runs every step at a tiny size in well
-under a minute, to check the tool itself; its figures mean nothing.
+Needs the stack (``scripts/stack up``). ``--smoke`` runs every step at a tiny size in
+about a minute, to check the tool itself; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,17 @@ from bench.benchmark import BenchOptions, run_benchmark
 from bench.report import judge, render, write_json
 
 SMOKE = BenchOptions(
-    commands=300, users=30, latency_seconds=2.0, db_commands=300, timeout_seconds=60.0, smoke=True
+    commands=300,
+    users=30,
+    latency_seconds=2.0,
+    db_commands=300,
+    db_batch=100,
+    gateway_users=10,
+    worker_seconds=60.0,
+    timeout_seconds=60.0,
+    drain_seconds=0.5,
+    sample_seconds=0.05,
+    smoke=True,
 )
 
 
@@ -42,6 +52,33 @@ def _parser() -> argparse.ArgumentParser:
         "--db-commands",
         type=int,
         help=f"commands written by the database baseline (default {defaults.db_commands:,})",
+    )
+    parser.add_argument(
+        "--db-batch",
+        type=int,
+        help=f"commands per transaction of the database baseline (default {defaults.db_batch:,})",
+    )
+    parser.add_argument(
+        "--gateway-users",
+        type=int,
+        help="users of the gateway-bound workload, 4 commands each"
+        f" (default {defaults.gateway_users:,})",
+    )
+    parser.add_argument(
+        "--gateway-delay-ms",
+        type=float,
+        help=f"the slow sandbox gateway's answer delay (default {defaults.gateway_delay_ms:g})",
+    )
+    parser.add_argument(
+        "--worker-seconds",
+        type=float,
+        help="longest measured window of one worker throughput run"
+        f" (default {defaults.worker_seconds:.0f})",
+    )
+    parser.add_argument(
+        "--sample-seconds",
+        type=float,
+        help=f"how often the worker's /metrics is scraped (default {defaults.sample_seconds:g})",
     )
     parser.add_argument(
         "--output",
@@ -70,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             "partitions": args.partitions,
             "latency_seconds": args.latency_seconds,
             "db_commands": args.db_commands,
+            "db_batch": args.db_batch,
+            "gateway_users": args.gateway_users,
+            "gateway_delay_ms": args.gateway_delay_ms,
+            "worker_seconds": args.worker_seconds,
+            "sample_seconds": args.sample_seconds,
         }.items()
         if value is not None
     }

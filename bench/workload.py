@@ -100,6 +100,9 @@ class WorkloadGenerator:
             document = self._guest_pay() if kind == "guest_pay" else self._link()
         else:
             document = self._user_command(kind, self._random.choice(self._users))
+        return self._emit(document)
+
+    def _emit(self, document: dict[str, Any]) -> BenchCommand:
         self._position += 1
         key = document["userId"] or document["payload"]["paymentId"]
         return BenchCommand(
@@ -108,6 +111,29 @@ class WorkloadGenerator:
             command_id=document["commandId"],
             type=document["type"],
         )
+
+    def gateway_lifecycle(self, order: list[int]) -> list[BenchCommand]:
+        """Per user: save a first card (which creates the gateway customer), pay twice with
+        it, update it; the users' commands interleaved in ``order`` (a user's index once per
+        command, each user four times; a user's commands stay in their order).
+
+        Three of the four commands wait for the gateway (create customer + attach, then two
+        authorizations); the card and the payments carry the customer profile as often as
+        in the realistic mix (90 % and 80 %), so the others fetch it from the User Service.
+        """
+        steps = [0] * len(self._users)
+        commands: list[BenchCommand] = []
+        for index in order:
+            user = self._users[index]
+            step, steps[index] = steps[index], steps[index] + 1
+            if step == 0:
+                document = self._add(user, make_default=False)
+            elif step in (1, 2):
+                document = self._pay(user)
+            else:
+                document = self._update(user)
+            commands.append(self._emit(document))
+        return commands
 
     # --- envelopes -----------------------------------------------------------------------
 
@@ -159,7 +185,12 @@ class WorkloadGenerator:
         return self._erase(user)
 
     def _add(
-        self, user: _User, *, again: _Card | None = None, expired: bool = False
+        self,
+        user: _User,
+        *,
+        again: _Card | None = None,
+        expired: bool = False,
+        make_default: bool | None = None,
     ) -> dict[str, Any]:
         if again is not None:
             card = again  # identical card: rejected as a duplicate, nothing changes
@@ -171,7 +202,8 @@ class WorkloadGenerator:
                 exp_month=self._random.randint(1, 12),
                 exp_year=2020 if expired else self._random.randint(2027, 2033),
             )
-        make_default = again is None and not expired and self._random.random() < 0.2
+        if make_default is None:
+            make_default = again is None and not expired and self._random.random() < 0.2
         payload: dict[str, Any] = {
             "paymentMethodId": card.payment_method_id,
             "gatewayToken": f"tok_{card.fingerprint}",
@@ -286,3 +318,16 @@ def generate_workload(
     distance = link_distance if link_distance is not None else max(200, commands // 2)
     generator = WorkloadGenerator(users=users, seed=seed, link_distance=distance, run=run)
     return generator.generate(commands)
+
+
+GATEWAY_LIFECYCLE_COMMANDS = 4
+
+
+def generate_gateway_workload(users: int, seed: int, run: str = "g") -> list[BenchCommand]:
+    """``users`` times (save a first card, pay twice, update the card), users interleaved at
+    random (the same arguments give the same bytes): the gateway-bound workload of the
+    delayed-gateway measurement (``WorkloadGenerator.gateway_lifecycle``)."""
+    generator = WorkloadGenerator(users=users, seed=seed, link_distance=0, run=run)
+    order = [index for index in range(users) for _ in range(GATEWAY_LIFECYCLE_COMMANDS)]
+    random.Random(seed).shuffle(order)
+    return generator.gateway_lifecycle(order)

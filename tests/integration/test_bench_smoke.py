@@ -1,7 +1,8 @@
 """The benchmark tool works end to end: ``python -m bench --smoke`` on the running stack.
 
-Only the tool is checked (it runs every measurement, reports every figure, and the
-worker processed every command); its timings are never asserted.
+Only the tool is checked (it runs every measurement, reports every figure, including the
+worker's CPU per command, the gateway calls in flight and a run with a 100 ms gateway,
+and the worker processed every command); its timings are never asserted.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ def _number(report: dict[str, Any], *path: str) -> float:
     return float(value)
 
 
-def test_smoke_run_reports_every_figure(stack_settings: Settings, tmp_path: Path) -> None:
-    output = tmp_path / "benchmark.json"
+def _run_smoke(output: Path) -> str:
     process = subprocess.Popen(
         [sys.executable, "-m", "bench", "--smoke", "--output", str(output)],
         cwd=REPOSITORY,
@@ -38,12 +38,47 @@ def test_smoke_run_reports_every_figure(stack_settings: Settings, tmp_path: Path
     try:
         stdout, stderr = process.communicate(timeout=SMOKE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
-        # SIGTERM lets the tool stop its worker and drop its topics and schemas.
+        # SIGTERM lets the tool stop its workers and sandboxes and drop its topics and
+        # schemas (its children also get SIGTERM should it die: bench.harness.exit_with_parent).
         process.terminate()
         stdout, stderr = process.communicate(timeout=60)
         raise AssertionError("the smoke run did not finish:\n" + stdout[-4000:]) from None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 0, stdout[-4000:] + stderr[-4000:]
-    assert "worker / B" in stdout  # the table was printed
+    return stdout
+
+
+def _check_worker_run(run: dict[str, Any], name: str) -> None:
+    """One worker throughput run: every command answered once, and every figure there."""
+    assert run["complete"], name
+    assert run["results"]["processedAll"], name
+    assert run["results"]["missing"] == 0, name
+    assert run["results"]["duplicates"] == 0, name
+    assert run["resultsSeen"] == run["commands"], name
+    assert run["deadLetters"] == 0, name
+    assert run["eventsSeen"] > 0, name
+    assert _number(run, "commandsPerSecond") > 0, name
+    assert _number(run, "cpuMicrosecondsPerCommand") >= 0, name
+    flight = run["gatewayCallsInFlight"]
+    # The gauge is scraped from the worker's /metrics during the run.
+    assert flight["gaugeExported"], name
+    assert flight["samples"] > 0, name
+    assert _number(flight, "max") >= _number(flight, "mean") >= 0, name
+    for figure in ("rssReadyBytes", "rssHalfwayBytes", "rssEndBytes", "rssPeakBytes"):
+        assert _number(run, figure) > 0, f"{name}: {figure}"
+    for service in ("gateway", "userService"):
+        assert run["sandbox"][service]["requests"] >= 0, f"{name}: {service}"
+    assert run["exitCode"] == 0, name
+
+
+def test_smoke_run_reports_every_figure(stack_settings: Settings, tmp_path: Path) -> None:
+    output = tmp_path / "benchmark.json"
+    stdout = _run_smoke(output)
+    for row in ("worker / A", "worker / B", "worker@100ms / worker@0ms", "CPU per command"):
+        assert row in stdout  # the table was printed
 
     report = json.loads(output.read_text())
     commands = report["options"]["commands"]
@@ -51,28 +86,57 @@ def test_smoke_run_reports_every_figure(stack_settings: Settings, tmp_path: Path
         assert _number(report, "baselines", baseline, "commandsPerSecond") > 0
     assert report["baselines"]["raw"]["complete"]
     assert report["baselines"]["passthrough"]["complete"]
+    assert _number(report, "baselines", "raw", "cpuMicrosecondsPerMessage") >= 0
+    # The database baseline writes in bulk, not at the worker's checkpoint size.
+    assert report["baselines"]["database"]["batchSize"] == report["options"]["dbBatch"]
 
-    throughput = report["worker"]["throughput"]
-    assert _number(report, "worker", "throughput", "commandsPerSecond") > 0
-    assert throughput["results"]["processedAll"]
-    assert throughput["results"]["missing"] == 0
-    assert throughput["results"]["duplicates"] == 0
-    assert throughput["resultsSeen"] == commands
+    worker = report["worker"]
+    throughput = worker["throughput"]
+    _check_worker_run(throughput, "mix")
+    assert throughput["commands"] == commands
     # A realistic mix: nearly everything is accepted, nothing is dead-lettered.
     assert throughput["results"]["statuses"].get("accepted", 0) >= 0.9 * commands
-    assert throughput["deadLetters"] == 0
-    assert throughput["eventsSeen"] > 0
-    for figure in ("rssReadyBytes", "rssHalfwayBytes", "rssEndBytes", "dbStageCommandsPerSecond"):
-        assert _number(report, "worker", "throughput", figure) > 0
+    assert _number(throughput, "dbStageCommandsPerSecond") > 0
+    assert throughput["sandbox"]["gateway"]["requests"] > 0
 
-    latency = report["worker"]["latency"]
+    # The gateway-bound workload, with the sandbox answering at once and after 100 ms.
+    users = report["options"]["gatewayUsers"]
+    assert report["options"]["gatewayDelayMs"] == 100
+    for name in ("gatewayUndelayed", "gatewayDelayed"):
+        run = worker[name]
+        _check_worker_run(run, name)
+        assert run["commands"] == 4 * users
+        assert run["results"]["statuses"] == {"accepted": 4 * users}, name
+        assert run["sandbox"]["gateway"]["requests"] >= 3 * users, name
+    # The slow sandbox held its answers back (the worker's view of it is reported, too).
+    assert worker["gatewayDelayed"]["sandbox"]["gateway"]["maxAnswersWaitingSinceStart"] >= 1
+    assert _number(worker, "gatewayDelayed", "metrics", "meanGatewayCallMs") > 0
+
+    latency = worker["latency"]
     assert latency["resultsSeen"] == latency["commands"]
     assert latency["measured"] > 0
     for figure in ("p50Ms", "p95Ms", "p99Ms", "achievedRate"):
-        assert _number(report, "worker", "latency", figure) >= 0
+        assert _number(latency, figure) >= 0
 
-    for ratio in ("workerToRaw", "workerToPassthrough", "workerDbStageToDatabase"):
-        assert _number(report, "ratios", ratio) > 0
-    for target in ("commandsPerSecond", "shareOfPassthrough", "p99AtHalfLoad", "memory"):
-        assert report["targets"][target]["verdict"] in ("pass", "MISS")
+    for ratio in (
+        "workerToRaw",
+        "workerToPassthrough",
+        "workerToDatabase",
+        "delayedToUndelayed",
+        "workerCpuToRawCpu",
+        "workerDbStageToDatabase",
+    ):
+        assert _number(report, "ratios", ratio) >= 0, ratio
+    for target in report["targets"].values():
+        assert target["verdict"] in ("pass", "MISS")
+    assert set(report["targets"]) >= {
+        "commandsPerSecond",
+        "shareOfPassthrough",
+        "shareOfRaw",
+        "shareWithSlowGateway",
+        "cpuPerCommand",
+        "p99AtHalfLoad",
+        "memory",
+        "rssPeak",
+    }
     assert _number(report, "machine", "cores") >= 1
