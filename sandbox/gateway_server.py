@@ -5,6 +5,8 @@ Behaviour by token, so tests and demos can choose an outcome:
 - a token containing ``unavailable`` → 503 every time (a gateway outage);
 - a token containing ``slow`` → the first answer for a key comes after the client's
   timeout (the call took effect; the retry with the same key must not repeat it);
+- a token containing ``wait<N>ms`` (e.g. ``tok_wait00250ms_x``) → the first answer for a
+  key comes after N milliseconds (calls of different lengths, to test their overlap);
 - anything else → approved.
 A repeated ``Idempotency-Key`` returns the first answer and creates nothing; the same key
 with a different body is refused (422), as real gateways do.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import secrets
 import threading
 from http import HTTPStatus
@@ -29,6 +32,7 @@ from typing import Any
 from sandbox.json_server import Answer, JsonServer
 
 SLOW_ANSWER_SECONDS = 3.0
+_WAIT = re.compile(rb"wait(\d{1,6})ms")
 
 
 class SandboxGateway:
@@ -86,6 +90,9 @@ class SandboxGateway:
             # The answer is stored but arrives too late: the client times out, retries
             # with the same key and gets the stored answer, with nothing created twice.
             delay = max(delay, SLOW_ANSWER_SECONDS)
+        wait = _WAIT.search(body)
+        if wait is not None:
+            delay = max(delay, int(wait.group(1)) / 1000)
         return status, answer, delay
 
     def _route(self, method: str, path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
