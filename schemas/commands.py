@@ -42,7 +42,8 @@ _FORBIDDEN_TEXT_CHARACTERS = frozenset(
 
 
 def _reject_control_characters(value: str) -> str:
-    if any(character in _FORBIDDEN_TEXT_CHARACTERS for character in value):
+    # isdisjoint walks the characters in C; a generator over them cost ~0.1 us a character.
+    if not _FORBIDDEN_TEXT_CHARACTERS.isdisjoint(value):
         raise ValueError("must not contain control or bidirectional-override characters")
     return value
 

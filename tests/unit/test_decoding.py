@@ -7,12 +7,19 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from domain.errors import InvalidMessage, InvalidReason
 from schemas.card_numbers import contains_card_number
 from schemas.commands import AddPaymentMethod
-from schemas.decoding import MAX_MESSAGE_BYTES, decode_command
+from schemas.decoding import (
+    MAX_MESSAGE_BYTES,
+    _plain_json_object,
+    _strict_json_object,
+    decode_command,
+)
 from tests.factories import add_payment_method, encode
+from tests.unit.wire_documents import JSON_OBJECT_TEXTS, command_documents
 
 KEY = b"user-123"
 
@@ -183,3 +190,74 @@ def test_uuids_are_never_mistaken_for_card_numbers() -> None:
 )
 def test_card_numbers_in_common_formats_are_found(text: str) -> None:
     assert contains_card_number(text)
+
+
+# --- the fast reading (orjson) and the strict one (the standard library) agree --------------
+
+
+def _strict_or_none(raw: bytes) -> dict[str, Any] | None:
+    try:
+        return _strict_json_object(raw)
+    except InvalidMessage:
+        return None
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_OBJECT_TEXTS)
+def test_the_fast_reading_gives_the_strict_document_or_steps_aside(raw: bytes) -> None:
+    fast = _plain_json_object(raw)
+    if fast is not None:
+        strict = _strict_or_none(raw)
+        assert strict is not None, "the fast reading took what the strict one refuses"
+        # repr tells 0 from 0.0 and -0.0, and keeps the key order.
+        assert repr(fast) == repr(strict)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(command_documents())
+def test_commands_read_the_same_either_way(document: dict[str, Any]) -> None:
+    for raw in (
+        json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode(),
+        json.dumps(document).encode(),
+    ):
+        fast = _plain_json_object(raw)
+        assert fast is None or repr(fast) == repr(_strict_json_object(raw))
+
+
+def test_a_producers_command_takes_the_fast_reading() -> None:
+    document = add_payment_method(billing_name="Zoë O'Brien, née Ada: 😀")
+    document["payload"]["customer"] = {"name": "Zoë", "email": "zoe@example.com"}
+    compact = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    assert _plain_json_object(compact) == document
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # Repeated keys, with colons and commas in strings that could hide them.
+        (b'{"a:":1,"a:":2}', InvalidReason.DUPLICATE_KEY),
+        (b'{"x":{"k":"v:w","k":"v:w"}}', InvalidReason.DUPLICATE_KEY),
+        (b'{"k":":","b":[{"c":1,"c":":"}]}', InvalidReason.DUPLICATE_KEY),
+        (b'{"a":1,"a":1}', InvalidReason.DUPLICATE_KEY),
+        # What orjson reads without a word: integers past 18 digits, past 64 bits.
+        (b'{"a":1234567890123456789}', InvalidReason.NUMBER_OUT_OF_RANGE),
+        (b'{"a":123456789012345678901234567890}', InvalidReason.NUMBER_OUT_OF_RANGE),
+        (b'{"a":-18446744073709551617}', InvalidReason.NUMBER_OUT_OF_RANGE),
+        (b'{"a":"\\ud800"}', InvalidReason.INVALID_UTF8),
+        (b"\xef\xbb\xbf{}", InvalidReason.NOT_JSON),
+        (b'{"a":' * 9 + b"1" + b"}" * 9, InvalidReason.TOO_DEEP),
+    ],
+)
+def test_what_the_strict_reading_refuses_is_refused(raw: bytes, reason: InvalidReason) -> None:
+    assert _plain_json_object(raw) is None
+    assert _reason(raw).reason is reason
+
+
+def test_a_bom_is_reported_as_json_loads_reports_it() -> None:
+    assert _reason(b"\xef\xbb\xbf{}").detail.startswith("Unexpected UTF-8 BOM")
+
+
+def test_colons_written_as_escapes_take_the_strict_reading() -> None:
+    raw = b'{"a\\u003a":1,"a:":2}'  # the same key twice, once escaped
+    assert _plain_json_object(raw) is None
+    assert _reason(raw).reason is InvalidReason.DUPLICATE_KEY
