@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from domain.model import Decision, StreamState
 from domain.payment_method_rules import (
@@ -24,21 +26,21 @@ from schemas.commands import (
     UpdatePaymentMethod,
 )
 
+_RULES: dict[type[Command], Callable[[Any, StreamState, datetime], Decision]] = {
+    AddPaymentMethod: decide_add_payment_method,
+    UpdatePaymentMethod: decide_update_payment_method,
+    RemovePaymentMethod: decide_remove_payment_method,
+    SetDefaultPaymentMethod: decide_set_default_payment_method,
+    EraseUserData: decide_erase_user_data,
+    InitiatePayment: decide_initiate_payment,
+    LinkGuestPayments: decide_link_guest_payments,
+}
+
 
 def decide(command: Command, state: StreamState, now: datetime) -> Decision:
-    """The one entry point: route a validated command to its rule."""
-    match command:
-        case AddPaymentMethod():
-            return decide_add_payment_method(command, state, now)
-        case UpdatePaymentMethod():
-            return decide_update_payment_method(command, state, now)
-        case RemovePaymentMethod():
-            return decide_remove_payment_method(command, state, now)
-        case SetDefaultPaymentMethod():
-            return decide_set_default_payment_method(command, state, now)
-        case EraseUserData():
-            return decide_erase_user_data(command, state, now)
-        case InitiatePayment():
-            return decide_initiate_payment(command, state, now)
-        case LinkGuestPayments():
-            return decide_link_guest_payments(command, state, now)
+    """The one entry point: route a validated command to its rule (by its exact class: a
+    class pattern would ask ``isinstance`` of pydantic's ABC metaclass, in Python)."""
+    rule = _RULES.get(type(command))
+    if rule is None:  # a subclass of a command
+        rule = next(found for kind, found in _RULES.items() if isinstance(command, kind))
+    return rule(command, state, now)

@@ -61,9 +61,15 @@ class Outcome:
         payment_id: str | None = None,
         reason: Reason = Reason.OK,
     ) -> Decision:
-        result = result_for(self._command, "accepted", reason, self.events, payment_method_id)
         return Decision(
-            result=result.model_copy(update={"payment_id": payment_id}),
+            result=result_for(
+                self._command,
+                "accepted",
+                reason,
+                self.events,
+                payment_method_id,
+                payment_id=payment_id,
+            ),
             events=tuple(self.events),
             changed_methods=tuple(self.changed.values()),
             changed_payments=tuple(self.changed_payments.values()),
@@ -77,6 +83,8 @@ def result_for(
     reason: Reason,
     events: list[EventEnvelope] | tuple[EventEnvelope, ...] = (),
     payment_method_id: str | None = None,
+    *,
+    payment_id: str | None = None,
 ) -> CommandResult:
     return CommandResult(
         command_id=command.command_id,
@@ -86,6 +94,7 @@ def result_for(
         reason=reason,
         event_ids=[event.event_id for event in events],
         payment_method_id=payment_method_id,
+        payment_id=payment_id,
     )
 
 

@@ -41,7 +41,8 @@ def decide_add_payment_method(
         return reject(command, state, Reason.CARD_EXPIRED)
 
     outcome = Outcome(command, state, now)
-    same_card = next((m for m in state.active_methods if m.fingerprint == card.fingerprint), None)
+    active = state.active_methods
+    same_card = next((m for m in active if m.fingerprint == card.fingerprint), None)
     if same_card is not None:
         if (same_card.exp_month, same_card.exp_year) == (card.exp_month, card.exp_year):
             return reject(
@@ -75,7 +76,7 @@ def decide_add_payment_method(
         )
         return outcome.accept(payment_method_id=same_card.payment_method_id)
 
-    if len(state.active_methods) >= MAX_ACTIVE_PAYMENT_METHODS:
+    if len(active) >= MAX_ACTIVE_PAYMENT_METHODS:
         return reject(command, state, Reason.TOO_MANY_PAYMENT_METHODS)
 
     method_id = payload.payment_method_id or str(uuid5(command.command_id, "payment-method"))

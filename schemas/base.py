@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Final = 1
@@ -28,5 +28,22 @@ class WireModel(BaseModel):
     )
 
     def to_wire(self) -> bytes:
-        """The UTF-8 JSON bytes of this model, camelCase; absent values are explicit nulls."""
-        return self.model_dump_json(by_alias=True).encode()
+        """The UTF-8 JSON bytes of this model, camelCase; absent values are explicit nulls.
+
+        The same bytes as ``model_dump_json(by_alias=True).encode()``, written by the
+        model's own serializer straight to bytes (a ``TypeAdapter`` per class), and each
+        nested model by its own class's serializer (``serialize_as_any``): an event's
+        payload is then written without first finding which member of the union it is.
+        ``tests/unit/test_contracts.py`` compares the two for every event and result.
+        """
+        return _adapter(type(self)).dump_json(self, by_alias=True, serialize_as_any=True)
+
+
+_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+def _adapter(model_type: type[BaseModel]) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(model_type)
+    if adapter is None:
+        adapter = _ADAPTERS[model_type] = TypeAdapter(model_type)
+    return adapter

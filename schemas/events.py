@@ -6,8 +6,9 @@ compatibly (new optional fields), which a test checks against the committed sche
 
 from __future__ import annotations
 
-from typing import Literal
-from uuid import UUID, uuid5
+import hashlib
+from typing import Final, Literal
+from uuid import UUID
 
 from pydantic import AwareDatetime, ConfigDict
 
@@ -24,9 +25,20 @@ class EventModel(WireModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# uuid5: the version (5) and variant (RFC 4122) bits, as ``uuid.UUID(version=5)`` sets them.
+_UUID5_CLEAR: Final = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID5_SET: Final = (5 << 76) | (0x8000 << 48)
+
+
 def event_id(command_id: UUID, index: int) -> UUID:
-    """The deterministic id of the ``index``-th event of a command (0-based)."""
-    return uuid5(command_id, str(index))
+    """The deterministic id of the ``index``-th event of a command (0-based).
+
+    ``uuid5(command_id, str(index))``, computed as the standard library does (SHA-1 of the
+    namespace's bytes and the name) in half its time: one per event, on the hot path.
+    ``tests/unit/test_contracts.py`` compares it with ``uuid.uuid5``.
+    """
+    digest = hashlib.sha1(command_id.bytes + str(index).encode(), usedforsecurity=False).digest()
+    return UUID(int=(int.from_bytes(digest[:16]) & _UUID5_CLEAR) | _UUID5_SET)
 
 
 class PaymentMethodAddedPayload(EventModel):
