@@ -6,24 +6,44 @@ files so rotation needs no restart; a time budget per call from settings; transi
 retried with jittered back-off; and a circuit breaker, so a failing service is left alone for
 a while instead of being hammered by every waiting command. Each client then only says what
 its answers mean.
+
+The wire is urllib3's thread-safe connection pool (``PooledHttpClient``), not httpx: with
+hundreds of threads calling one service, an httpx call cost about four times the CPU of a
+urllib3 call, most of it contending for httpcore's pool lock, and a call's CPU is most of
+what a command costs the worker (``python -m bench.http_client_cost`` measures both).
+``ResilientHttp`` only needs ``HttpClient.send``; tests give it a scripted one.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import json as json_codec
 import logging
+import socket
 import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
-import httpx
 import jwt
 import tenacity
+import urllib3
+from prometheus_client import Counter
+from urllib3.exceptions import (
+    EmptyPoolError,
+    HTTPError,
+    LocationParseError,
+    LocationValueError,
+    NewConnectionError,
+)
+from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
+from urllib3.util import parse_url
 
 from clients.rate_limit import Throttle, parse_retry_after
 from config.settings import HttpServiceSettings
@@ -47,9 +67,12 @@ BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 2.0
 # An attempt with less time than this left in the budget would only time out.
 _MIN_ATTEMPT_SECONDS = 0.05
-# httpx's own default. A client that many threads share needs one connection per call that
-# may run at once, or the extra calls queue for a free connection within their timeout.
+# For a client built without saying how many calls may run at once. A client that many
+# threads share needs one connection per call that may run at once, or the extra calls
+# queue for a free connection within their timeout.
 DEFAULT_MAX_CONNECTIONS = 100
+# Sent with every request, so that the service's logs say who called.
+USER_AGENT = "payment-worker"
 
 
 class ServiceUnavailable(TransientError):
@@ -76,51 +99,212 @@ class CredentialsUnavailable(TransientError):
     """A credential file cannot be read or used; it may be in the middle of a rotation."""
 
 
+# --- The wire: one request, one whole answer ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """One answer, read whole (the services' answers are small JSON documents).
+
+    ``headers`` is case-insensitive. Neither the body nor the headers are in ``repr()``: a
+    profile is personal data, and must not reach a log line through a traceback.
+    """
+
+    status_code: int
+    headers: Mapping[str, str] = field(repr=False)
+    content: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        """The body as JSON; a ``ValueError`` if it is not JSON."""
+        return json_codec.loads(self.content)
+
+
+class TransportFailure(Exception):
+    """An attempt got no answer; ``reason`` says why, as a fixed code safe in a log line:
+    ``timeout``, ``connect_error``, ``tls_error`` or ``transport_error``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NoFreeConnection(TransportFailure):
+    """Every connection of our own pool stayed busy for the attempt's timeout: nothing was
+    sent, so this says nothing of the service."""
+
+    def __init__(self) -> None:
+        super().__init__("pool_timeout")
+
+
+class HttpClient(Protocol):
+    """What ``ResilientHttp`` needs of the wire: one attempt, no retries of its own.
+
+    ``send`` raises ``TransportFailure`` (``NoFreeConnection`` when nothing was sent) when no
+    answer came, and ``CredentialsUnavailable`` when the credentials cannot be read; any
+    status is an answer. ``timeout`` bounds each socket operation and the wait for a free
+    connection.
+    """
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> HttpResponse: ...
+
+
+class TokenSource(Protocol):
+    """A credential read when a request needs it: ``Authorization: Bearer <token()>``."""
+
+    def token(self) -> str: ...
+
+
+class PooledHttpClient:
+    """Requests to one service through a urllib3 connection pool; shared by every thread.
+
+    Built by ``build_http_client``, which checks the address, TLS and credentials first. The
+    pool never reads the environment (no proxy, CA bundle or .netrc can change where requests
+    go or whom they trust), follows no redirect and retries nothing: ``ResilientHttp`` does
+    the retrying, within its budget. The credential is asked for on every request, so a
+    rotated one is used from the next request on.
+    """
+
+    def __init__(
+        self,
+        pool: urllib3.HTTPConnectionPool,
+        *,
+        path_prefix: str = "",
+        auth: TokenSource | None = None,
+    ) -> None:
+        self._pool = pool
+        self._prefix = path_prefix.rstrip("/")
+        self._auth = auth
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> HttpResponse:
+        sent = {"User-Agent": USER_AGENT, **headers}
+        if self._auth is not None:
+            sent["Authorization"] = f"Bearer {self._auth.token()}"
+        try:
+            answer = self._pool.urlopen(
+                method,
+                self._prefix + path,
+                body=body,
+                headers=sent,
+                retries=False,
+                redirect=False,
+                timeout=timeout,
+                # Seconds, as a float: urllib3 hands it to queue.get (its hint says int).
+                pool_timeout=cast("int", timeout),
+                preload_content=True,
+            )
+        except EmptyPoolError:
+            raise NoFreeConnection() from None
+        except LocationValueError:
+            raise  # a path that is no path: our bug, not the service's failure
+        except (HTTPError, OSError) as error:
+            raise TransportFailure(_failure_reason(error)) from error
+        return HttpResponse(answer.status, answer.headers, answer.data)
+
+    def close(self) -> None:
+        """Close every connection; a later request fails (``transport_error``)."""
+        self._pool.close()
+
+
+def _caused_by(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """True if ``error`` or what it wraps (a cause, a context, an argument) is one of
+    ``kinds``: urllib3 wraps a socket's own errors in its ``ProtocolError``."""
+    pending: list[BaseException] = [error]
+    for _ in range(8):
+        if not pending:
+            return False
+        seen = pending.pop()
+        if isinstance(seen, kinds):
+            return True
+        pending.extend(
+            wrapped
+            for wrapped in (seen.__cause__, seen.__context__, *seen.args)
+            if isinstance(wrapped, BaseException)
+        )
+    return False
+
+
+def _failure_reason(error: BaseException) -> str:
+    # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
+    if isinstance(error, NewConnectionError):
+        return "connect_error"
+    if isinstance(error, Urllib3TimeoutError) or _caused_by(error, (socket.timeout,)):
+        return "timeout"
+    if isinstance(error, Urllib3SSLError) or _caused_by(error, (ssl.SSLError,)):
+        return "tls_error"
+    if _caused_by(error, (ConnectionRefusedError,)):
+        return "connect_error"
+    return "transport_error"
+
+
 # --- Building the client -------------------------------------------------------------------
 
 
 def quiet_http_library_logs() -> None:
-    """Keep httpx and httpcore below WARNING: at INFO httpx logs every request's URL, and
-    the User Service URL holds a user id, which must never reach a log line."""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """Keep urllib3 below WARNING: at DEBUG it logs every request's path, and the User
+    Service path holds a user id, which must never reach a log line."""
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def build_http_client(
     service: HttpServiceSettings, *, max_connections: int = DEFAULT_MAX_CONNECTIONS
-) -> httpx.Client:
-    """An ``httpx.Client`` for one service, or a ``ValueError`` naming what is wrong.
+) -> PooledHttpClient:
+    """A ``PooledHttpClient`` for one service, or a ``ValueError`` naming what is wrong.
 
     Everything that can be checked is checked here, at start-up, rather than on the first
     command that needs the service: the URL scheme, the TLS files and the credentials.
 
-    The client is shared by every thread that calls the service (httpx clients may be).
-    ``max_connections`` is how many calls may be in flight at once: pass the number of
-    calls that may run concurrently (``settings.gateway_max_in_flight``). Beyond it a call
-    waits for a free connection, and a wait longer than ``timeout_seconds`` fails it. As
-    many connections are kept alive between calls, so a burst does not close and reopen
-    (with a TLS handshake each) most of its connections.
+    The client is shared by every thread that calls the service. ``max_connections`` is
+    how many calls may be in flight at once: pass the number of calls that may run
+    concurrently (``settings.gateway_max_in_flight``). Beyond it a call waits for a free
+    connection, and a wait longer than its timeout fails it (``pool_timeout``). As many
+    connections are kept alive between calls, so a burst does not close and reopen (with a
+    TLS handshake each) most of its connections.
     """
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1 (got {max_connections})")
     quiet_http_library_logs()
-    return httpx.Client(
-        base_url=checked_base_url(service),
-        timeout=httpx.Timeout(service.timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        verify=tls_context(service),
-        auth=build_auth(service),
-        follow_redirects=False,
-        # Settings are read once (DESIGN.md §7): no proxy, CA bundle or .netrc from the
-        # environment may change where requests go or whom they trust.
-        trust_env=False,
-    )
+    url = checked_base_url(service)
+    context = tls_context(service)
+    auth = build_auth(service)
+    timeout = urllib3.Timeout(service.timeout_seconds)
+    pool: urllib3.HTTPConnectionPool
+    # block=True: never more than max_connections connections; maxsize as many kept alive.
+    if url.scheme == "https":
+        pool = urllib3.HTTPSConnectionPool(
+            url.host,
+            url.port,
+            timeout=timeout,
+            maxsize=max_connections,
+            block=True,
+            retries=False,
+            ssl_context=context,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(
+            url.host, url.port, timeout=timeout, maxsize=max_connections, block=True, retries=False
+        )
+    return PooledHttpClient(pool, path_prefix=url.path, auth=auth)
 
 
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ::1: traffic that never leaves this machine."""
+    host = host.strip("[]")
     if host.lower() == "localhost":
         return True
     try:
@@ -129,17 +313,34 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def checked_base_url(service: HttpServiceSettings) -> httpx.URL:
+@dataclass(frozen=True, slots=True)
+class BaseUrl:
+    """Where a service is: ``scheme://host[:port]path``; ``port`` None for the scheme's."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+
+
+def checked_base_url(service: HttpServiceSettings) -> BaseUrl:
     """The base URL, refused unless personal data and credentials would travel encrypted."""
-    url = httpx.URL(service.base_url)
-    if url.userinfo:
+    try:
+        url = parse_url(service.base_url)
+    except LocationParseError:
+        # urllib3's message quotes the URL, which may hold a password.
+        raise ValueError("base_url is not a URL, e.g. https://user-service.internal") from None
+    if url.auth is not None:
         raise ValueError("base_url must not carry credentials; use a token or key file")
     if not url.host:
         raise ValueError(f"base_url needs a host, e.g. https://user-service.internal (got {url})")
-    if url.scheme == "https":
-        return url
-    if url.scheme != "http":
-        raise ValueError(f"base_url must be https:// (got {url.scheme}://)")
+    if url.query is not None or url.fragment is not None:
+        raise ValueError("base_url must not have a query or a fragment")
+    checked = BaseUrl(url.scheme or "", url.host, url.port, url.path or "")
+    if checked.scheme == "https":
+        return checked
+    if checked.scheme != "http":
+        raise ValueError(f"base_url must be https:// (got {url.scheme or 'no scheme'})")
     if not is_loopback_host(url.host):
         raise ValueError(
             f"refusing plain http:// to {url.host}: personal data and credentials would cross "
@@ -150,14 +351,13 @@ def checked_base_url(service: HttpServiceSettings) -> httpx.URL:
             f"plain http:// to {url.host} needs allow_plain_http_on_loopback=true "
             "(local development only)"
         )
-    return url
+    return checked
 
 
 def tls_context(service: HttpServiceSettings) -> ssl.SSLContext:
     """Trust ``ca_bundle`` only, else the system's CAs; present a client certificate if set.
 
-    httpx on its own would trust certifi's bundle rather than the system's, which is not
-    what an operator who installed a corporate CA expects.
+    Checks the certificate and the host name (``create_default_context``), TLS 1.2 at least.
     """
     try:
         if service.ca_bundle is not None:
@@ -180,7 +380,7 @@ def tls_context(service: HttpServiceSettings) -> ssl.SSLContext:
 # --- Credentials ---------------------------------------------------------------------------
 
 
-def build_auth(service: HttpServiceSettings) -> httpx.Auth | None:
+def build_auth(service: HttpServiceSettings) -> TokenSource | None:
     """The configured service-to-service credentials, checked once now (``ValueError``)."""
     if service.bearer_token_file is not None:
         return BearerTokenFileAuth(service.bearer_token_file)
@@ -216,7 +416,7 @@ def _read_secret(path: Path) -> bytes:
     return secret
 
 
-class BearerTokenFileAuth(httpx.Auth):
+class BearerTokenFileAuth:
     """``Authorization: Bearer <the file's content>``, re-read whenever the file changes.
 
     The file is stat'ed on every request (cheap) and read only when its inode, mtime or
@@ -248,12 +448,8 @@ class BearerTokenFileAuth(httpx.Auth):
                 self._token, self._version = token, version
             return self._token
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.token()}"
-        yield request
 
-
-class SignedJwtAuth(httpx.Auth):
+class SignedJwtAuth:
     """A short-lived JWT signed by the worker: ``Authorization: Bearer <jwt>``.
 
     One token is reused until shortly before it expires, so signing costs nothing per
@@ -321,10 +517,6 @@ class SignedJwtAuth(httpx.Auth):
                 f"cannot sign {self._algorithm} with {self._key_file}: {type(error).__name__}"
             ) from None
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.token()}"
-        yield request
-
 
 # --- Circuit breaker -----------------------------------------------------------------------
 
@@ -348,7 +540,8 @@ class CircuitBreaker:
     A small class rather than pybreaker: pybreaker holds one lock for the whole wrapped
     call, so concurrent calls through one breaker would run one at a time, and it times the
     open state with the wall clock, which jumps and cannot be replaced in a test. Here the
-    lock only guards state changes, and the clock is monotonic and injectable.
+    lock only guards state changes (a closed circuit's calls do not take it), and the clock
+    is monotonic and injectable.
     """
 
     def __init__(
@@ -378,6 +571,8 @@ class CircuitBreaker:
         """True while ``allow()`` would refuse: open and not yet due a trial, or half-open
         with the trial under way. Changes nothing; a call checks it before it waits for its
         rate-limit turn, which a refused call need not take."""
+        if self._is_closed():
+            return False  # the common case: no lock for it
         with self._lock:
             if self._state is CircuitState.OPEN:
                 return self._clock() - self._opened_at < self._reset_seconds
@@ -385,6 +580,8 @@ class CircuitBreaker:
 
     def allow(self) -> None:
         """Return if a call may go out now; raise ``CircuitOpen`` if not."""
+        if self._is_closed():
+            return
         with self._lock:
             if self._state is CircuitState.CLOSED:
                 return
@@ -397,6 +594,8 @@ class CircuitBreaker:
         raise CircuitOpen(self.service)
 
     def record_success(self) -> None:
+        if self._failures == 0 and self._is_closed():
+            return  # nothing to change (racing a failure, it is as if it came after this)
         with self._lock:
             self._failures = 0
             if self._state is not CircuitState.CLOSED:
@@ -423,6 +622,12 @@ class CircuitBreaker:
             ):
                 self._opened_at = self._clock()
                 self._become(CircuitState.OPEN)
+
+    def _is_closed(self) -> bool:
+        """Read without the lock, by the calls of a closed circuit (nearly all calls): one
+        attribute, read whole. A caller that sees another state takes the lock and looks
+        again."""
+        return self._state is CircuitState.CLOSED
 
     def _become(self, state: CircuitState) -> None:
         self._state = state
@@ -455,25 +660,25 @@ class _AttemptFailed(Exception):
         self.paused = paused
 
 
-def _caused_by_tls(error: BaseException) -> bool:
-    seen: BaseException | None = error
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One ``ResilientHttp.request``, as each of its attempts needs it."""
+
+    method: str
+    path: str
+    body: bytes | None
+    headers: Mapping[str, str]
+    retry_statuses: Collection[int]
+    started: float
 
 
-def _transport_reason(error: httpx.TransportError) -> str:
-    if isinstance(error, httpx.TimeoutException):
-        return "timeout"
-    if _caused_by_tls(error):
-        return "tls_error"
-    if isinstance(error, httpx.ConnectError):
-        return "connect_error"
-    return "transport_error"
+def encode_json(value: object) -> bytes:
+    """Compact UTF-8 JSON, byte for byte as httpx encoded ``json=`` bodies before: the
+    gateway compares a repeated idempotency key's body with the first one's, so a call
+    replayed by a newer worker must send the same bytes."""
+    return json_codec.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
 
 
 class ResilientHttp:
@@ -490,13 +695,14 @@ class ResilientHttp:
     ``Retry-After`` asked for, whichever thread received it. A turn that would come after
     the budget fails the call at once (``rate_limited``), without sleeping. Only for
     idempotent requests (a GET, or a POST with an idempotency key): a timed-out attempt may
-    have taken effect. ``clock``, ``sleep`` and ``wall_clock`` (for Retry-After dates) are
+    have taken effect. ``client`` is built by ``build_http_client`` (or is a test's scripted
+    ``HttpClient``); ``clock``, ``sleep`` and ``wall_clock`` (for Retry-After dates) are
     injectable so tests count attempts without waiting.
     """
 
     def __init__(
         self,
-        client: httpx.Client,
+        client: HttpClient,
         service: HttpServiceSettings,
         *,
         name: str,
@@ -523,54 +729,75 @@ class ResilientHttp:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._duration = HTTP_CALL_SECONDS.labels(service=name)
+        self._attempts: dict[str, Counter] = {}
         self._waits = RATE_LIMIT_WAITS.labels(service=name)
         self._wait_seconds = RATE_LIMIT_WAIT_SECONDS.labels(service=name)
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        retry_statuses: Collection[int] = RETRYABLE_STATUSES,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """The first answer whose status is not in ``retry_statuses``, whatever it is.
-
-        Raises ``ServiceUnavailable`` (a ``TransientError``) when no such answer came within
-        the attempts and the budget, or at once when the circuit is open, TLS failed or the
-        rate limit leaves no turn within the budget (``rate_limited``).
-        """
-        started = self._clock()
-
-        def out_of_attempts_or_time(state: tenacity.RetryCallState) -> bool:
-            if state.attempt_number >= self._max_attempts:
-                return True
-            elapsed = self._clock() - started
-            return self._budget - elapsed - state.upcoming_sleep < _MIN_ATTEMPT_SECONDS
-
-        backoff = tenacity.wait_random_exponential(
+        self._backoff = tenacity.wait_random_exponential(
             multiplier=BACKOFF_FIRST_SECONDS, max=BACKOFF_MAX_SECONDS
         )
-
-        def backoff_unless_paused(state: tenacity.RetryCallState) -> float:
-            failure = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(failure, _AttemptFailed) and failure.paused:
-                return 0.0  # the next attempt waits for the pause instead
-            return backoff(state)
-
-        retrying = tenacity.Retrying(
-            stop=out_of_attempts_or_time,
-            wait=backoff_unless_paused,
+        # One Retrying for every call: tenacity keeps a call's progress per thread, and
+        # each call's own figures (its start) come with it, as the attempt's argument.
+        self._retrying = tenacity.Retrying(
+            stop=self._out_of_attempts_or_time,
+            wait=self._backoff_unless_paused,
             retry=tenacity.retry_if_exception(
                 lambda error: isinstance(error, _AttemptFailed) and error.retryable
             ),
             sleep=self._sleep,
             reraise=True,
         )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: object = None,
+        headers: Mapping[str, str] | None = None,
+        retry_statuses: Collection[int] = RETRYABLE_STATUSES,
+    ) -> HttpResponse:
+        """The first answer whose status is not in ``retry_statuses``, whatever it is.
+
+        ``url`` is the path below the service's base URL, quoted; ``json`` (unless None)
+        is sent as the body, encoded once for every attempt.
+
+        Raises ``ServiceUnavailable`` (a ``TransientError``) when no such answer came within
+        the attempts and the budget, or at once when the circuit is open, TLS failed or the
+        rate limit leaves no turn within the budget (``rate_limited``).
+        """
+        started = self._clock()
+        body: bytes | None = None
+        sent = dict(headers) if headers is not None else {}
+        if json is not None:
+            body = encode_json(json)
+            sent.setdefault("Content-Type", "application/json")
+        call = _Call(method, url, body, sent, retry_statuses, started)
         try:
-            return retrying(self._attempt, method, url, started, retry_statuses, kwargs)
+            return self._retrying(self._attempt, call)
         except _AttemptFailed as failure:
             raise ServiceUnavailable(self.name, failure.reason) from failure.__cause__
+
+    def _out_of_attempts_or_time(self, state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= self._max_attempts:
+            return True
+        call: _Call = state.args[0]
+        elapsed = self._clock() - call.started
+        return self._budget - elapsed - state.upcoming_sleep < _MIN_ATTEMPT_SECONDS
+
+    def _backoff_unless_paused(self, state: tenacity.RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _AttemptFailed) and failure.paused:
+            return 0.0  # the next attempt waits for the pause instead
+        return self._backoff(state)
+
+    def _count_attempt(self, outcome: str) -> None:
+        counter = self._attempts.get(outcome)
+        if counter is None:
+            # A few fixed outcomes: looked up once each, not on every attempt.
+            counter = self._attempts.setdefault(
+                outcome, HTTP_ATTEMPTS.labels(service=self.name, outcome=outcome)
+            )
+        counter.inc()
 
     def _await_turn(self, started: float) -> None:
         """Wait for this attempt's turn, or fail it at once if the turn is beyond the budget.
@@ -591,7 +818,7 @@ class ResilientHttp:
         if delay is None:
             raise _AttemptFailed("rate_limited", retryable=False)
 
-    def _pause_for(self, response: httpx.Response, started: float) -> bool | None:
+    def _pause_for(self, response: HttpResponse, started: float) -> bool | None:
         """Honour a 429's Retry-After: True if the pause ends within this call's budget,
         False if not, None if the answer asks for no pause (then it is a plain failure)."""
         if response.status_code != 429:
@@ -611,37 +838,31 @@ class ResilientHttp:
             )
         return paused_until <= started + self._budget - _MIN_ATTEMPT_SECONDS
 
-    def _attempt(
-        self,
-        method: str,
-        url: str,
-        started: float,
-        retry_statuses: Collection[int],
-        kwargs: dict[str, Any],
-    ) -> httpx.Response:
+    def _attempt(self, call: _Call) -> HttpResponse:
         if self.breaker.is_refusing():
             raise CircuitOpen(self.name)  # without waiting for a turn, or taking one
         # The turn comes before allow(): a half-open trial must not be held up by the rate
         # limit, nor end without a request because its turn is beyond the budget.
-        self._await_turn(started)
+        self._await_turn(call.started)
         self.breaker.allow()
-        remaining = self._budget - (self._clock() - started)
+        remaining = self._budget - (self._clock() - call.started)
         timeout = max(min(self._attempt_timeout, remaining), _MIN_ATTEMPT_SECONDS)
         began = time.perf_counter()
         try:
-            response = self.client.request(method, url, timeout=timeout, **kwargs)
-        except httpx.PoolTimeout as error:
+            response = self.client.send(
+                call.method, call.path, body=call.body, headers=call.headers, timeout=timeout
+            )
+        except NoFreeConnection as error:
             # Every connection of our pool was busy: nothing reached the service.
-            HTTP_ATTEMPTS.labels(service=self.name, outcome="timeout").inc()
+            self._count_attempt("timeout")
             self.breaker.record_not_sent()
             raise _AttemptFailed("pool_timeout", retryable=True) from error
-        except httpx.TransportError as error:
+        except TransportFailure as error:
             self._duration.observe(time.perf_counter() - began)
-            reason = _transport_reason(error)
-            HTTP_ATTEMPTS.labels(service=self.name, outcome=reason).inc()
+            self._count_attempt(error.reason)
             self.breaker.record_failure()
             # A certificate problem does not pass within seconds; another attempt won't help.
-            raise _AttemptFailed(reason, retryable=reason != "tls_error") from error
+            raise _AttemptFailed(error.reason, retryable=error.reason != "tls_error") from error
         except CredentialsUnavailable as error:
             self.breaker.record_failure()
             raise _AttemptFailed("credentials_unavailable", retryable=False) from error
@@ -649,19 +870,19 @@ class ResilientHttp:
             self.breaker.record_failure()  # never leave a half-open trial unresolved
             raise
         self._duration.observe(time.perf_counter() - began)
-        HTTP_ATTEMPTS.labels(service=self.name, outcome=f"{response.status_code // 100}xx").inc()
+        self._count_attempt(f"{response.status_code // 100}xx")
         # Every call to the service pauses, whatever this caller makes of the answer.
-        within_budget = self._pause_for(response, started)
+        within_budget = self._pause_for(response, call.started)
         if within_budget is not None:
             # The service is up and says when to come back: the pause, not the breaker,
             # keeps the calls away meanwhile (hundreds of 429s must not open the circuit).
             self.breaker.record_success()
-            if response.status_code not in retry_statuses:
+            if response.status_code not in call.retry_statuses:
                 return response
             if not within_budget:
                 raise _AttemptFailed("rate_limited", retryable=False)
             raise _AttemptFailed(f"http_{response.status_code}", retryable=True, paused=True)
-        if response.status_code in retry_statuses:
+        if response.status_code in call.retry_statuses:
             self.breaker.record_failure()
             raise _AttemptFailed(f"http_{response.status_code}", retryable=True)
         self.breaker.record_success()

@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-import httpx
 from cachetools import LRUCache
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clients.http import ResilientHttp, ServiceUnavailable
+from clients.http import HttpClient, ResilientHttp, ServiceUnavailable
 from config.settings import HttpServiceSettings, ProfileCacheSettings
 from domain.errors import TransientError
 from pipelines.metrics import PROFILE_CACHE_ENTRIES, PROFILE_LOOKUPS
@@ -108,7 +107,7 @@ class ProfileLookup:
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: HttpClient,
         service: HttpServiceSettings,
         cache: ProfileCacheSettings,
         *,

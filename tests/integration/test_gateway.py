@@ -178,3 +178,46 @@ def test_calls_from_a_thread_pool_are_at_the_gateway_together(
     assert len({answer.authorization_id for answer in answers}) == calls
     assert sandbox_gateway.gateway.stats()["authorizations"] == calls
     assert elapsed < calls * SLOW_ANSWER_SECONDS / 4
+
+
+def _direct_gateway(server: SandboxGatewayServer, *, connections: int) -> HttpGateway:
+    """The gateway client as the worker builds it, without the worker around it."""
+    service = GatewaySettings(base_url=server.url, allow_plain_http_on_loopback=True, retries=0)
+    client = build_http_client(service, max_connections=connections)
+    return HttpGateway(ResilientHttp(client, service, name="gateway"))
+
+
+def test_calls_one_after_another_keep_one_connection_alive(
+    sandbox_gateway: SandboxGatewayServer,
+) -> None:
+    gateway = _direct_gateway(sandbox_gateway, connections=8)
+    for n in range(20):
+        customer = gateway.create_customer(
+            name="Ada Lovelace", email="ada@example.test", idempotency_key=f"key-alive-{n:03d}"
+        )
+        assert customer.startswith("cus_")
+    assert sandbox_gateway.counters.requests == 20
+    assert sandbox_gateway.counters.max_connections == 1
+
+
+def test_a_repeated_call_sends_the_same_body_and_gets_the_first_answer(
+    sandbox_gateway: SandboxGatewayServer,
+) -> None:
+    """The sandbox refuses (422) a repeated idempotency key with another body."""
+    gateway = _direct_gateway(sandbox_gateway, connections=1)
+
+    def authorize() -> AuthorizationAnswer:
+        return gateway.authorize(
+            payment_id="pay-again",
+            amount=4200,
+            currency="EUR",
+            gateway_token="tok_ünïcode_000001",
+            idempotency_key="key-again",
+            email="ada@example.test",
+        )
+
+    first, second = authorize(), authorize()
+    assert first.approved
+    assert second == first
+    stats = sandbox_gateway.gateway.stats()
+    assert (stats["authorizations"], stats["replays"]) == (1, 1)

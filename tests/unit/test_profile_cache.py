@@ -1,22 +1,29 @@
 """The profile cache, single-flight, stale-if-error, retries and circuit breaker.
 
-The User Service is an ``httpx.MockTransport`` handler and time is a fake clock (sleeping
-advances it), so every rule is checked by counting calls, never by waiting.
+The User Service is a scripted ``HttpClient`` and time is a fake clock (sleeping advances
+it), so every rule is checked by counting calls, never by waiting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from clients.http import CircuitBreaker, CircuitOpen, CircuitState, ServiceUnavailable
+from clients.http import (
+    CircuitBreaker,
+    CircuitOpen,
+    CircuitState,
+    HttpResponse,
+    ServiceUnavailable,
+    TransportFailure,
+)
 from clients.user_service import Profile, ProfileLookup
 from config.settings import HttpServiceSettings, ProfileCacheSettings
 from domain.errors import TransientError
@@ -40,36 +47,63 @@ class FakeClock:
             self.now += seconds
 
 
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    """One request as the scripted service received it."""
+
+    method: str
+    path: str
+    timeout: float
+
+
+Failure = int | Callable[[Sent], HttpResponse]
+
+
+def answer(status: int, body: object = None, content: bytes = b"") -> HttpResponse:
+    return HttpResponse(status, {}, json.dumps(body).encode() if body is not None else content)
+
+
 class FakeUserService:
-    """Answers ``GET /v1/users/{id}/profile`` from ``profiles``; can be told to fail."""
+    """Answers ``GET /v1/users/{id}/profile`` from ``profiles``; can be told to fail.
+
+    An ``HttpClient``: what ``ProfileLookup`` sends reaches ``send`` as is.
+    """
 
     def __init__(self) -> None:
         self.profiles: dict[str, dict[str, object]] = {"user-1": dict(ADA)}
         self.calls = 0
         self.timeouts: list[float] = []
-        self.raw_paths: list[bytes] = []
+        self.paths: list[str] = []
         # Each call pops the next scripted failure; an empty script answers normally.
-        self.failures: list[int | Callable[[httpx.Request], httpx.Response]] = []
-        self.always_fail: int | Callable[[httpx.Request], httpx.Response] | None = None
+        self.failures: list[Failure] = []
+        self.always_fail: Failure | None = None
         self.gate: threading.Event | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> HttpResponse:
         with self._lock:
             self.calls += 1
-            self.raw_paths.append(request.url.raw_path)
-            self.timeouts.append(request.extensions["timeout"]["read"])
+            self.paths.append(path)
+            self.timeouts.append(timeout)
             failure = self.failures.pop(0) if self.failures else self.always_fail
         if self.gate is not None:
             self.gate.wait(5)
         if isinstance(failure, int):
-            return httpx.Response(failure)
+            return answer(failure)
         if failure is not None:
-            return failure(request)
-        user_id = request.url.path.split("/")[3]
+            return failure(Sent(method, path, timeout))
+        user_id = path.split("/")[3]
         if user_id in self.profiles:
-            return httpx.Response(200, json=self.profiles[user_id])
-        return httpx.Response(404, json={"error": "user_not_found"})
+            return answer(200, self.profiles[user_id])
+        return answer(404, {"error": "user_not_found"})
 
 
 @pytest.fixture
@@ -100,14 +134,13 @@ def make_lookup(
         circuit_failure_threshold=failure_threshold,
         circuit_reset_seconds=30.0,
     )
-    client = httpx.Client(base_url=settings.base_url, transport=httpx.MockTransport(service))
     cache = ProfileCacheSettings(
         ttl_seconds=TTL,
         negative_ttl_seconds=negative_ttl,
         stale_if_error_seconds=STALE_IF_ERROR,
         max_entries=max_entries,
     )
-    return ProfileLookup(client, settings, cache, clock=clock, sleep=clock.advance)
+    return ProfileLookup(service, settings, cache, clock=clock, sleep=clock.advance)
 
 
 @pytest.fixture
@@ -124,12 +157,12 @@ def state_of(breaker: CircuitBreaker) -> CircuitState:
     return breaker.state  # a call, so that mypy does not narrow the state across calls
 
 
-def read_timeout(request: httpx.Request) -> httpx.Response:
-    raise httpx.ReadTimeout("timed out", request=request)
+def read_timeout(request: Sent) -> HttpResponse:
+    raise TransportFailure("timeout")
 
 
-def connection_refused(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("connection refused", request=request)
+def connection_refused(request: Sent) -> HttpResponse:
+    raise TransportFailure("connect_error")
 
 
 # --- Hits, misses and expiry ---------------------------------------------------------------
@@ -183,7 +216,7 @@ def test_the_user_id_cannot_escape_its_path_segment(
     lookup: ProfileLookup, service: FakeUserService
 ) -> None:
     assert lookup.profile("../admin?x=1#") is None
-    assert service.raw_paths == [b"/v1/users/..%2Fadmin%3Fx%3D1%23/profile"]
+    assert service.paths == ["/v1/users/..%2Fadmin%3Fx%3D1%23/profile"]
 
 
 # --- Single-flight -------------------------------------------------------------------------
@@ -279,7 +312,7 @@ def test_an_expired_profile_is_served_while_the_service_fails_within_the_bound(
     lookup: ProfileLookup,
     service: FakeUserService,
     clock: FakeClock,
-    failure: int | Callable[[httpx.Request], httpx.Response],
+    failure: Failure,
 ) -> None:
     lookup.profile("user-1")
     clock.advance(TTL + STALE_IF_ERROR - 1)
@@ -347,7 +380,7 @@ def test_other_statuses_are_transient_and_not_retried(
 def test_a_malformed_answer_is_transient_and_its_body_is_not_repeated(
     lookup: ProfileLookup, service: FakeUserService, body: bytes
 ) -> None:
-    service.always_fail = lambda request: httpx.Response(200, content=body)
+    service.always_fail = lambda request: answer(200, content=body)
     with pytest.raises(TransientError) as raised:
         lookup.profile("user-1")
     assert "Ada" not in str(raised.value)
@@ -373,7 +406,7 @@ def test_a_malformed_answer_is_transient_and_its_body_is_not_repeated(
 def test_transient_failures_are_retried(
     service: FakeUserService,
     clock: FakeClock,
-    failure: int | Callable[[httpx.Request], httpx.Response],
+    failure: Failure,
 ) -> None:
     lookup = make_lookup(service, clock, retries=3)
     service.failures = [failure, failure]
@@ -396,9 +429,9 @@ def test_retries_stay_within_the_total_budget(service: FakeUserService, clock: F
     lookup = make_lookup(service, clock, retries=10, budget=5.0)
     started = clock.now
 
-    def slow_timeout(request: httpx.Request) -> httpx.Response:
-        clock.advance(request.extensions["timeout"]["read"])
-        raise httpx.ReadTimeout("timed out", request=request)
+    def slow_timeout(request: Sent) -> HttpResponse:
+        clock.advance(request.timeout)
+        raise TransportFailure("timeout")
 
     service.always_fail = slow_timeout
     with pytest.raises(TransientError, match="timeout"):

@@ -1,7 +1,7 @@
 """The token bucket, Retry-After, the 429 pause and the rate limit of ``ResilientHttp``.
 
-Time is a fake clock (sleeping advances it) and services are ``httpx.MockTransport``
-handlers, so every rule is checked by counting, never by waiting.
+Time is a fake clock (sleeping advances it) and services are scripted ``HttpClient``s, so
+every rule is checked by counting, never by waiting.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -21,8 +20,11 @@ from clients.http import (
     CircuitBreaker,
     CircuitOpen,
     CircuitState,
+    HttpResponse,
+    NoFreeConnection,
     ResilientHttp,
     ServiceUnavailable,
+    TransportFailure,
 )
 from clients.rate_limit import MAX_PAUSE_SECONDS, Throttle, TokenBucket, parse_retry_after
 from config.settings import HttpServiceSettings
@@ -194,23 +196,32 @@ def test_the_bucket_counts_from_the_end_of_the_pause(clock: FakeClock) -> None:
 # --- ResilientHttp: the rate limit before every attempt ----------------------------------------
 
 
-Handler = Callable[[httpx.Request], httpx.Response]
+def answer(status: int, headers: dict[str, str] | None = None) -> HttpResponse:
+    return HttpResponse(status, headers or {}, b"{}")
 
 
 class Service:
-    """A scripted service: each request pops the next answer; then 200."""
+    """A scripted service (an ``HttpClient``): each request pops the next answer; then 200."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
-        self.answers: list[httpx.Response | type[httpx.TransportError]] = []
+        self.answers: list[HttpResponse | TransportFailure] = []
         self.started_at: list[float] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> HttpResponse:
         self.started_at.append(self.clock.now)
-        answer = self.answers.pop(0) if self.answers else httpx.Response(200, json={})
-        if isinstance(answer, httpx.Response):
-            return answer
-        raise answer("scripted", request=request)
+        scripted = self.answers.pop(0) if self.answers else answer(200)
+        if isinstance(scripted, HttpResponse):
+            return scripted
+        raise scripted
 
 
 def make_http(
@@ -227,9 +238,8 @@ def make_http(
         "circuit_failure_threshold": 1,
     }
     config = HttpServiceSettings(base_url="https://service.test", **(fields | settings))
-    client = httpx.Client(base_url=config.base_url, transport=httpx.MockTransport(service))
     return ResilientHttp(
-        client,
+        service,
         config,
         name=f"test_rate_limit_{next(_names)}",
         clock=clock,
@@ -245,8 +255,8 @@ def waits(http: ResilientHttp) -> tuple[float, float]:
     return (count or 0.0, seconds or 0.0)
 
 
-def too_many(retry_after: str) -> httpx.Response:
-    return httpx.Response(429, headers={"Retry-After": retry_after})
+def too_many(retry_after: str) -> HttpResponse:
+    return answer(429, {"Retry-After": retry_after})
 
 
 def test_a_429_with_retry_after_is_retried_after_the_pause_without_back_off(
@@ -328,7 +338,7 @@ def test_a_429_without_a_usable_retry_after_backs_off_as_before(
 ) -> None:
     service = Service(clock)
     headers = {"Retry-After": header} if header is not None else {}
-    service.answers = [httpx.Response(429, headers=headers)]
+    service.answers = [answer(429, headers)]
     http = make_http(service, clock, circuit_failure_threshold=5)
     assert http.request("GET", "/thing").status_code == 200
     assert len(service.started_at) == 2
@@ -396,7 +406,7 @@ def test_a_pause_that_begins_while_a_call_waits_for_its_token_is_waited_for(
 
 def test_an_open_circuit_refuses_without_taking_a_token(clock: FakeClock) -> None:
     service = Service(clock)
-    service.answers = [httpx.Response(503)]
+    service.answers = [answer(503)]
     http = make_http(service, clock, retries=0, rate_limit_per_second=1, rate_limit_burst=1)
     with pytest.raises(ServiceUnavailable, match="http_503"):
         http.request("GET", "/thing")
@@ -412,7 +422,7 @@ def test_an_open_circuit_refuses_without_taking_a_token(clock: FakeClock) -> Non
 
 def test_a_pool_timeout_is_retried_and_not_counted_against_the_service(clock: FakeClock) -> None:
     service = Service(clock)
-    service.answers = [httpx.PoolTimeout, httpx.PoolTimeout]
+    service.answers = [NoFreeConnection(), NoFreeConnection()]
     http = make_http(service, clock, circuit_failure_threshold=1)
     assert http.request("GET", "/thing").status_code == 200
     assert http.breaker.state is CircuitState.CLOSED
