@@ -886,3 +886,6 @@ class CommandStore:
         self._loaded_payments.clear()
         self._changed_sequences.clear()
         self._read_versions.clear()
+        # Read before what was just written: a command decided later must read again.
+        self._prefetched_methods.clear()
+        self._prefetched_payments.clear()

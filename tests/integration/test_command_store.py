@@ -371,3 +371,20 @@ def test_the_cache_keeps_within_its_byte_bound_evicting_the_least_recently_used(
     with _statements(engine) as statements:
         store.stream_state("user:user-0")
     assert len(_selects(statements)) == 1
+
+
+def test_what_a_batch_read_ahead_is_not_used_after_its_write(engine: Engine) -> None:
+    # A batch reads the ids its commands name before deciding them. A command of that
+    # batch carried past its write (its key waited for the gateway) must see the write.
+    store = CommandStore(engine)
+    user, key = "user-ahead", "user:user-ahead"
+    removal = _remove(user, "pm-ahead")
+    store.prefetch([key], [], ["pm-ahead"], [])  # pm-ahead does not exist yet
+    _process(store, add_payment_method(user, payment_method_id="pm-ahead"), user)
+    assert _result(_process(store, _remove(user, "pm-ahead"), user))["status"] == "accepted"
+    store.flush()
+
+    # Removed, and not in the cached state: it is read again, so the repeated removal is
+    # "already removed" (accepted), never "not found".
+    result = _result(_process(store, removal, user))
+    assert (result["status"], result["reason"]) == ("accepted", "no_change")
