@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # the newest consumed one; beyond it the partition pauses until its carried commands
     # finish (memory, and the size of the offset metadata, stay bounded).
     max_carried_offsets: int = Field(default=20_000, ge=100)
+    # At most this many commands carried in all (waiting for calls, or behind a key that
+    # waits); beyond it the worker stops fetching until half are done: it bounds memory
+    # when the gateway cannot keep up or keys are held by an outage.
+    max_carried_commands: int = Field(default=4_000, ge=100)
     # The key-state cache (state/command_store.py): keys whose active payment methods and
     # newest command ids stay in memory between checkpoints, the least recently used
     # evicted first when either bound is reached. Writes are fenced, so the cache never

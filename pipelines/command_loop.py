@@ -19,6 +19,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ class BatchLimits:
     max_wait_seconds: float
     deadline_seconds: float
     max_carried_offsets: int
+    max_carried_commands: int
 
 
 class RewindNeeded(Exception):
@@ -91,6 +93,8 @@ class CommandLoop:
         self._stopping = threading.Event()
         self._progress: dict[TopicPartitionKey, PartitionProgress] = {}
         self._paused: set[TopicPartitionKey] = set()
+        self._saturated = False
+        self._in_transaction = False
         self._finished: list[tuple[IncomingMessage, list[OutgoingRecord]]] = []
         # Kafka timestamps of consumed commands until they finish (for the latency metric).
         self._timestamps: dict[tuple[str, int, int], int] = {}
@@ -235,19 +239,27 @@ class CommandLoop:
             offsets.append(TopicPartition(topic, partition, offset, metadata=metadata))
         try:
             producer.begin_transaction()
+            self._in_transaction = True
             for _, records in self._finished:
                 for record in records:
                     self._produce(producer, record)
-            producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_SECONDS
+            group = consumer.consumer_group_metadata()
+            # A timeout leaves the outcome open (the commit may have reached the
+            # coordinator): the call is repeated until it gives a definite answer, never
+            # followed by an abort, which could rewind past a commit that did happen.
+            _until_definite(
+                lambda: producer.send_offsets_to_transaction(offsets, group, KAFKA_TIMEOUT_SECONDS)
             )
-            producer.commit_transaction(KAFKA_TIMEOUT_SECONDS)
+            _until_definite(lambda: producer.commit_transaction(KAFKA_TIMEOUT_SECONDS))
         except KafkaException as failure:
             metrics.KAFKA_TRANSACTIONS.labels("failed").inc()
             error: KafkaError = failure.args[0]
-            if error.fatal():
-                raise
-            raise RewindNeeded(f"the Kafka transaction failed: {error.str()}") from failure
+            if error.txn_requires_abort():
+                raise RewindNeeded(f"the Kafka transaction failed: {error.str()}") from failure
+            # Fatal (fenced) or a state the producer cannot leave: the pipeline restarts
+            # with new clients; the same transactional id fences this producer first.
+            raise
+        self._in_transaction = False
         metrics.KAFKA_TRANSACTIONS.labels("committed").inc()
         for progress in moved.values():
             progress.committed_now()
@@ -275,13 +287,11 @@ class CommandLoop:
             "the batch is abandoned; going back to the last commit",
             extra={"error": str(error), "errorType": type(error).__name__},
         )
-        try:
-            producer.abort_transaction(KAFKA_TIMEOUT_SECONDS)
+        if self._in_transaction:
+            # Until it is certainly aborted: only then are the committed offsets final.
+            _until_definite(lambda: producer.abort_transaction(KAFKA_TIMEOUT_SECONDS))
+            self._in_transaction = False
             metrics.KAFKA_TRANSACTIONS.labels("aborted").inc()
-        except KafkaException as failure:
-            if failure.args[0].fatal():
-                raise
-            # No transaction was open (the failure came before it began).
         self._finished.clear()
         self._timestamps.clear()
         self._latency.aborted()
@@ -333,18 +343,46 @@ class CommandLoop:
         self._store.forget_cached()
 
     def _pause_or_resume(self, consumer: Consumer) -> None:
-        """Pause a partition whose carried span reaches the bound; resume it below half."""
-        limit = self._limits.max_carried_offsets
-        to_pause, to_resume = [], []
+        """Back-pressure: stop fetching while too much is carried, and start again below half.
+
+        All partitions pause when the carried commands reach ``max_carried_commands`` (the
+        gateway cannot keep up, or keys are held); one partition pauses when its carried
+        span reaches ``max_carried_offsets`` (the bound of its offset metadata). The loop
+        keeps polling while paused, so the worker stays in its group.
+        """
+        carried = self._scheduler.carried
+        limit = self._limits.max_carried_commands
+        if carried >= limit:
+            self._saturated = True
+        elif carried < limit // 2:
+            self._saturated = False
+        span_limit = self._limits.max_carried_offsets
+        wanted: set[TopicPartitionKey] = set()
         for key, progress in self._progress.items():
             span = progress.carried_span
-            if key not in self._paused and span >= limit:
-                to_pause.append(key)
-            elif key in self._paused and span < limit // 2:
-                to_resume.append(key)
+            # A partition paused for its span resumes below half of it.
+            still = key in self._paused and span >= span_limit // 2
+            if self._saturated or span >= span_limit or still:
+                wanted.add(key)
+        to_pause = wanted - self._paused
+        to_resume = self._paused - wanted
         if to_pause:
             consumer.pause([TopicPartition(t, p) for t, p in to_pause])
-            self._paused.update(to_pause)
         if to_resume:
             consumer.resume([TopicPartition(t, p) for t, p in to_resume])
-            self._paused.difference_update(to_resume)
+        self._paused = wanted
+
+
+def _until_definite(call: Callable[[], object]) -> None:
+    """Call a transactional producer method again while it fails retriably (a timeout)."""
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as failure:
+            error: KafkaError = failure.args[0]
+            if not error.retriable() or error.txn_requires_abort() or error.fatal():
+                raise
+            logger.warning(
+                "a Kafka transaction call timed out; repeating it", extra={"error": error.str()}
+            )

@@ -50,6 +50,10 @@ class Dependencies:
     gateway: PaymentGateway
     profiles: ProfileLookup
     write_conflicts: WriteConflicts = field(default_factory=WriteConflicts)
+    # One transactional id per process (unless set): a pipeline restarted in-process
+    # fences its predecessor's producer and settles its open transaction before it reads
+    # the committed offsets.
+    transactional_id: str = field(default_factory=lambda: f"payment-worker-{uuid.uuid4()}")
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
@@ -118,11 +122,11 @@ def command_consumer_config(
     }
 
 
-def command_producer_config(settings: Settings) -> dict[str, Any]:
-    """The command pipeline's transactional producer (a random id unless one is set)."""
+def command_producer_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
+    """The command pipeline's transactional producer (``kafka_transactional_id`` wins)."""
     return {
         **connection_config(settings),
-        "transactional.id": f"payment-worker-{uuid.uuid4()}",
+        "transactional.id": transactional_id,
         **_producer_config(settings),
     }
 
@@ -150,7 +154,7 @@ def build_worker(
     )
     return CommandLoop(
         consumer_config=command_consumer_config(settings, on_statistics),
-        producer_config=command_producer_config(settings),
+        producer_config=command_producer_config(settings, dependencies.transactional_id),
         commands_topic=settings.topic_commands,
         output_topics={
             "events": settings.topic_events,
@@ -164,6 +168,7 @@ def build_worker(
             max_wait_seconds=settings.batch_max_wait_seconds,
             deadline_seconds=settings.batch_deadline_seconds,
             max_carried_offsets=settings.max_carried_offsets,
+            max_carried_commands=settings.max_carried_commands,
         ),
         max_in_flight=settings.gateway_max_in_flight,
         auto_offset_reset=settings.auto_offset_reset,

@@ -27,6 +27,7 @@ from domain.projection import UserView, Verdict, advance
 from domain.streams import event_stream_key, stream_user_id
 from pipelines.dead_letters import HEADER_PREFIX
 from pipelines.projection import decode_event
+from schemas.card_numbers import bytes_may_hold_card_number
 from state.tables import gateway_customers, payment_methods, payments, stream_sequences
 from state.tables import processed_commands as inbox
 
@@ -260,7 +261,11 @@ class Checker:
             if message.poison_reason == "sensitive_data":
                 if not withheld or record.value:
                     check.fail(f"dead letter of {source}: card data not withheld")
-            elif (record.value or b"") != original:
+            elif (record.value or b"") != original and not (
+                # The worker withholds any refused body whose bytes may hold a card
+                # number (a digit run that passes the scanner's cheap test), as documented.
+                withheld and not record.value and bytes_may_hold_card_number(original)
+            ):
                 check.fail(f"dead letter of {source}: body differs from the original")
         for source in expected:
             if seen[source] != 1:

@@ -148,7 +148,7 @@ def test_worker_clients_take_librdkafka_tuning_properties(settings: Settings) ->
     extra = {"linger.ms": "5", "client.id": "w", "max.poll.interval.ms": "60000"}
     tuned = settings.model_copy(update={"kafka_extra_config": extra})
     consumer = command_consumer_config(tuned, None)
-    producer = command_producer_config(tuned)
+    producer = command_producer_config(tuned, "payment-worker-test")
     assert producer["linger.ms"] == "5"
     assert consumer["client.id"] == "w"
     assert consumer["isolation.level"] == "read_committed"
