@@ -7,11 +7,11 @@ retried with jittered back-off; and a circuit breaker, so a failing service is l
 a while instead of being hammered by every waiting command. Each client then only says what
 its answers mean.
 
-The wire is urllib3's thread-safe connection pool (``PooledHttpClient``), not httpx: with
-hundreds of threads calling one service, an httpx call cost about four times the CPU of a
-urllib3 call, most of it contending for httpcore's pool lock, and a call's CPU is most of
-what a command costs the worker (``python -m bench.http_client_cost`` measures both).
-``ResilientHttp`` only needs ``HttpClient.send``; tests give it a scripted one.
+The wire is urllib3's thread-safe connection pool (``PooledHttpClient``), not httpx: with 64
+threads calling one service, an httpx call cost about five times the CPU of a urllib3 call
+(much of it around httpcore's pool lock), and a call's CPU is most of what a command costs
+the worker (``python -m bench.http_client_cost`` measures both). ``ResilientHttp`` only
+needs ``HttpClient.send``; tests give it a scripted one.
 """
 
 from __future__ import annotations

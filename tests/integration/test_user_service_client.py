@@ -206,6 +206,19 @@ def test_a_server_signed_by_another_ca_is_refused_before_any_request(
     assert seen.paths == []
 
 
+def test_a_certificate_for_another_host_is_refused_before_any_request(
+    ca: trustme.CA, ca_file: Path
+) -> None:
+    elsewhere = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("user-service.example.test").configure_cert(elsewhere)
+    with user_service(elsewhere) as (url, seen):
+        lookup = lookup_for(settings(url, ca_bundle=ca_file))
+        with pytest.raises(ServiceUnavailable) as raised:
+            lookup.profile("user-1")
+    assert raised.value.reason == "tls_error"
+    assert seen.paths == []
+
+
 def test_mtls_a_client_without_a_certificate_is_refused_and_one_with_it_accepted(
     ca: trustme.CA, ca_file: Path, tmp_path: Path
 ) -> None:
