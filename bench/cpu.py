@@ -47,7 +47,7 @@ NOW = ISSUED_AT + timedelta(minutes=1)
 STAGES = ("decode", "hash", "decide", "encode")
 TARGET_US = 40.0
 # Commands per timed pass (see _best_us).
-CHUNK = 50
+CHUNK = 20
 
 
 @dataclass(slots=True)
@@ -289,8 +289,8 @@ def _parser() -> argparse.ArgumentParser:
         "--repeat",
         "--iterations",
         type=int,
-        default=7,
-        help="timed passes per figure; the best is kept (default 7)",
+        default=10,
+        help="timed passes per figure; the best is kept (default 10)",
     )
     parser.add_argument(
         "--type", action="append", choices=sorted(COMMAND_TYPES), help="only these types"

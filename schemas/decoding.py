@@ -129,7 +129,7 @@ _TOO_MANY_DIGITS: Final = b"d" * (MAX_INTEGER_DIGITS + 1)
 
 
 def _plain_json_object(raw: bytes) -> dict[str, Any] | None:
-    """The document of a plain message, read by orjson (a fifth of the cost); else ``None``.
+    """The document of a plain message, read by orjson (half the cost); else ``None``.
 
     Plain: no backslash (so no escape, no lone surrogate, no colon written as an escape),
     no run of digits longer than an integer may be, few enough brackets that it cannot nest
