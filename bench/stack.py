@@ -22,7 +22,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
@@ -325,6 +324,7 @@ def committed_reader(settings: Settings, topic: str, group: str) -> Consumer:
             "enable.auto.commit": "false",
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": "10",
+            "enable.partition.eof": "false",
         }
     )
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -360,9 +360,8 @@ def watch_outputs(
             now = time.monotonic()
             for message in messages:
                 if message.error() is not None:
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(f"reading {topic}: {message.error()}")
-                    continue
+                    # The reader asks for no partition-EOF events: any error is real.
+                    raise RuntimeError(f"reading {topic}: {message.error()}")
                 watch.count += 1
                 if keep_values:
                     watch.values.append(message.value() or b"")

@@ -484,6 +484,11 @@ def sensitive_field_name(name: str) -> str | None:
     return answer
 
 
+def remembered_clean_names() -> int:
+    """How many field names the scanner remembers as clean (at most 4096)."""
+    return len(_CLEAN_NAMES)
+
+
 def _field_description(name: str) -> str:
     if name in _PAN_NAMES:
         return f"a card number field ({name})"
