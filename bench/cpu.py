@@ -16,9 +16,13 @@ rejection costs what a rejection costs. The baseline is a bare pydantic
 ``model_validate_json`` of the same bytes, measured in the same run: absolute figures vary
 from machine to machine, the ratio much less.
 
-Each figure is the best of ``--repeat`` passes over every command of its type (garbage
-collection off during a pass, as ``timeit`` does). ``--profile TYPE`` prints where the
-time of that type goes instead (cProfile over all four stages).
+Each figure is CPU time (this thread's), summed over chunks of ``CHUNK`` commands of the
+type, each chunk at its best of ``--repeat`` passes, the stages and the baseline taking
+turns chunk by chunk (see ``measure``); garbage collection is off while timing, as in
+``timeit``. "in a row" runs the four stages one command after the other, as the pipeline
+does: it costs more than the sum of the stages, since each command then runs all of their
+code (the caches hold less of it). ``--profile TYPE`` prints where the time of that type
+goes instead (cProfile over all four stages).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from schemas.decoding import DEFAULT_MAX_FUTURE_SKEW, decode_command
 NOW = ISSUED_AT + timedelta(minutes=1)
 STAGES = ("decode", "hash", "decide", "encode")
 TARGET_US = 40.0
-# Commands per timed pass (see _best_us).
+# Commands per timed pass (see measure).
 CHUNK = 20
 
 
