@@ -42,5 +42,7 @@ def decide(command: Command, state: StreamState, now: datetime) -> Decision:
     class pattern would ask ``isinstance`` of pydantic's ABC metaclass, in Python)."""
     rule = _RULES.get(type(command))
     if rule is None:  # a subclass of a command
-        rule = next(found for kind, found in _RULES.items() if isinstance(command, kind))
+        rule = next((found for kind, found in _RULES.items() if isinstance(command, kind)), None)
+        if rule is None:
+            raise TypeError(f"not a command: {type(command).__name__}")
     return rule(command, state, now)
