@@ -23,7 +23,7 @@ def test_done_offsets_round_trip(committed: int, relative: set[int]) -> None:
 
 
 def test_any_pattern_within_the_carried_bound_fits_the_broker_limit() -> None:
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - test data
     done = {offset for offset in range(1, 20_000) if rng.random() < 0.5}
     assert len(encode_done(0, done)) < BROKER_METADATA_LIMIT
 
