@@ -202,7 +202,7 @@ def _strict_or_none(raw: bytes) -> dict[str, Any] | None:
         return None
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_OBJECT_TEXTS)
 def test_the_fast_reading_gives_the_strict_document_or_steps_aside(raw: bytes) -> None:
     fast = _plain_json_object(raw)
