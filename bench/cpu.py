@@ -176,10 +176,12 @@ def measure(by_type: dict[str, list[Sample]], repeat: int, limit: int) -> list[T
 
     The machine's neighbours (other processes, other virtual machines) slow some passes
     down. So each figure is the sum, over chunks of ``CHUNK`` commands, of the chunk's
-    best of ``repeat`` passes, and the passes of all the stages and of the baseline
-    alternate chunk by chunk, so that a disturbance hits them alike. CPU time of this
-    thread: being scheduled out does not count. Garbage collection is off while timing,
-    as in ``timeit``.
+    best of ``repeat`` passes in a row, and the stages and the baseline take turns chunk
+    by chunk, so that a slow spell of the machine hits them alike. (Passes of one stage
+    follow each other so that each runs with its own code in the caches, as the baseline
+    does: interleaving every pass made the baseline pay for the stages' code.) CPU time
+    of this thread: being scheduled out does not count. Garbage collection is off while
+    timing, as in ``timeit``.
     """
     runs = {**_STAGE_FUNCTIONS, "together": _together, "bare": _bare_validate}
     figures = []
@@ -195,13 +197,8 @@ def measure(by_type: dict[str, list[Sample]], repeat: int, limit: int) -> list[T
         try:
             for start in range(0, len(samples), CHUNK):
                 chunk = samples[start : start + CHUNK]
-                best: dict[str, int] = {}
-                for _ in range(repeat):
-                    for name, run in runs.items():
-                        elapsed = _timed_ns(run, chunk)
-                        best[name] = min(best.get(name, elapsed), elapsed)
-                for name in runs:
-                    totals[name] += best[name]
+                for name, run in runs.items():
+                    totals[name] += min(_timed_ns(run, chunk) for _ in range(repeat))
         finally:
             if enabled:
                 gc.enable()
