@@ -7,9 +7,9 @@ command is compared with it, so its text never changes: it is, byte for byte,
 
 (default separators and ``ensure_ascii``), hashed with SHA-256. ``reference_canonical_text``
 computes exactly that. ``canonical_text`` writes the same text straight from the model's
-fields, about three times faster (no intermediate dicts, no sorting at run time); a value
-of a type it does not know takes the reference path, and the unit tests compare the two
-on generated commands of every type (``tests/unit/test_canonical.py``).
+fields in a third less time (no intermediate dicts, no sorting at run time); a value of
+a type it does not know takes the reference path, and the unit tests compare the two on
+generated commands of every type (``tests/unit/test_canonical.py``).
 """
 
 from __future__ import annotations
