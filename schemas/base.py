@@ -34,7 +34,7 @@ class WireModel(BaseModel):
         model's own serializer straight to bytes (a ``TypeAdapter`` per class), and each
         nested model by its own class's serializer (``serialize_as_any``): an event's
         payload is then written without first finding which member of the union it is.
-        ``tests/unit/test_contracts.py`` compares the two for every event and result.
+        ``tests/unit/test_wire_encoding.py`` compares the two on every event and result.
         """
         return _adapter(type(self)).dump_json(self, by_alias=True, serialize_as_any=True)
 

@@ -35,7 +35,7 @@ def event_id(command_id: UUID, index: int) -> UUID:
 
     ``uuid5(command_id, str(index))``, computed as the standard library does (SHA-1 of the
     namespace's bytes and the name) in half its time: one per event, on the hot path.
-    ``tests/unit/test_contracts.py`` compares it with ``uuid.uuid5``.
+    ``tests/unit/test_wire_encoding.py`` compares it with ``uuid.uuid5``.
     """
     digest = hashlib.sha1(command_id.bytes + str(index).encode(), usedforsecurity=False).digest()
     return UUID(int=(int.from_bytes(digest[:16]) & _UUID5_CLEAR) | _UUID5_SET)
