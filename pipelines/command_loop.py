@@ -159,12 +159,15 @@ class CommandLoop:
                 num_messages=self._limits.max_messages, timeout=self._limits.max_wait_seconds
             )
             admitted = self._admit(messages)
-            if admitted:
+            # What the batch's and the carried commands name is read now, in one query
+            # each: a carried command is decided after the previous batch's write.
+            waiting = self._scheduler.waiting()
+            if waiting:
                 self._store.prefetch(
                     (a.key for a in admitted),
                     (a.command.command_id for a in admitted),
-                    (pid for a in admitted for pid in named_payment_method_ids(a.command)),
-                    (pid for a in admitted for pid in named_payment_ids(a.command)),
+                    (pid for a in waiting for pid in named_payment_method_ids(a.command)),
+                    (pid for a in waiting for pid in named_payment_ids(a.command)),
                 )
         started = time.monotonic()
         self._scheduler.run(started + self._limits.deadline_seconds, self._finish)

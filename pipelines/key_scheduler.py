@@ -90,6 +90,15 @@ class KeyScheduler:
         """Commands not finished yet, the waiting heads included."""
         return sum(len(queue) for queue in self._queues.values())
 
+    def waiting(self) -> list[Admitted]:
+        """Every command not decided yet (a key's head waiting for calls is decided)."""
+        return [
+            item
+            for key, queue in self._queues.items()
+            for index, item in enumerate(queue)
+            if isinstance(item, Admitted) and not (index == 0 and key in self._work)
+        ]
+
     @property
     def idle(self) -> bool:
         return not self._queues

@@ -46,10 +46,14 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Engine,
     RowMapping,
+    Text,
     and_,
+    any_,
+    bindparam,
     delete,
     func,
     or_,
@@ -57,7 +61,8 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import Connection
 
 from domain.errors import InvalidMessage, TransientError
@@ -116,6 +121,12 @@ def _processed_from_row(values: RowMapping) -> ProcessedCommand:
 
 def _as_row(value: PaymentMethod | Payment) -> dict[str, Any]:
     return {column: getattr(value, column) for column in type(value).__slots__}
+
+
+def _array(values: list[Any], item_type: Any) -> BindParameter[Any]:
+    """One array parameter (``= ANY(:values)``): a statement that compiles once, whatever
+    the number of values, where ``IN`` expands to one parameter per value."""
+    return bindparam(None, values, type_=ARRAY(item_type))
 
 
 class ConcurrentWriteError(TransientError):
@@ -553,7 +564,9 @@ class CommandStore:
                 rows = (
                     self._read()
                     .execute(
-                        select(processed_commands).where(processed_commands.c.command_id.in_(ids))
+                        select(processed_commands).where(
+                            processed_commands.c.command_id == any_(_array(ids, PG_UUID()))
+                        )
                     )
                     .mappings()
                 )
@@ -565,13 +578,15 @@ class CommandStore:
                     self._remember(key, known)
             if method_ids:
                 statement = select(payment_methods).where(
-                    payment_methods.c.payment_method_id.in_(method_ids)
+                    payment_methods.c.payment_method_id == any_(_array(method_ids, Text()))
                 )
                 self._prefetched_methods.update(dict.fromkeys(method_ids))
                 for row in self._read().execute(statement).mappings():
                     self._prefetched_methods[row["payment_method_id"]] = _method_from_row(row)
             if named_payments:
-                statement = select(payments).where(payments.c.payment_id.in_(named_payments))
+                statement = select(payments).where(
+                    payments.c.payment_id == any_(_array(named_payments, Text()))
+                )
                 self._prefetched_payments.update(dict.fromkeys(named_payments))
                 for row in self._read().execute(statement).mappings():
                     self._prefetched_payments[row["payment_id"]] = _payment_from_row(row)
