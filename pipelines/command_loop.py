@@ -41,7 +41,6 @@ from pipelines.commit_latency import CommitLatency
 from pipelines.key_scheduler import KeyScheduler
 from pipelines.offset_progress import PartitionProgress, decode_done
 from pipelines.records import Destination, IncomingMessage, OutgoingRecord
-from schemas.commands import named_payment_ids, named_payment_method_ids
 from state.command_store import CommandStore
 
 logger = logging.getLogger(__name__)
@@ -166,8 +165,8 @@ class CommandLoop:
                 self._store.prefetch(
                     (a.key for a in admitted),
                     (a.command.command_id for a in admitted),
-                    (pid for a in waiting for pid in named_payment_method_ids(a.command)),
-                    (pid for a in waiting for pid in named_payment_ids(a.command)),
+                    (pid for a in waiting for pid in a.payment_method_ids),
+                    (pid for a in waiting for pid in a.payment_ids),
                 )
         started = time.monotonic()
         self._scheduler.run(started + self._limits.deadline_seconds, self._finish)
@@ -228,18 +227,18 @@ class CommandLoop:
 
     def _commit(self, consumer: Consumer, producer: Producer) -> None:
         """PostgreSQL first, then the Kafka transaction with the offsets; see the module."""
-        moved = {tp: p for tp, p in self._progress.items() if p.has_news}
-        if not moved:
+        points = {tp: point for tp, p in self._progress.items() if (point := p.news())}
+        if not points:
             return
         started = time.perf_counter()
         written = self._store.flush()
         if written:
             metrics.CHECKPOINT_COMMANDS.observe(written)
             metrics.CHECKPOINT_WRITE_SECONDS.observe(time.perf_counter() - started)
-        offsets = []
-        for (topic, partition), progress in moved.items():
-            offset, metadata = progress.commit_point()
-            offsets.append(TopicPartition(topic, partition, offset, metadata=metadata))
+        offsets = [
+            TopicPartition(topic, partition, offset, metadata=metadata)
+            for (topic, partition), (offset, metadata) in points.items()
+        ]
         try:
             producer.begin_transaction()
             self._in_transaction = True
@@ -264,8 +263,8 @@ class CommandLoop:
             raise
         self._in_transaction = False
         metrics.KAFKA_TRANSACTIONS.labels("committed").inc()
-        for progress in moved.values():
-            progress.committed_now()
+        for tp, (offset, _) in points.items():
+            self._progress[tp].committed_now(offset)
         self._latency.committed()
         self._finished.clear()
 

@@ -61,6 +61,8 @@ class Admitted:
     message: IncomingMessage
     command: Command
     key: str
+    payment_method_ids: tuple[str, ...]
+    payment_ids: tuple[str, ...]
     claims: frozenset[str]
 
 
@@ -75,14 +77,17 @@ class GatewayWork:
     now: datetime
 
 
-def claims(command: Command) -> frozenset[str]:
-    return frozenset(
+def _admitted(message: IncomingMessage, command: Command, key: str) -> Admitted:
+    method_ids = tuple(named_payment_method_ids(command))
+    payment_ids = tuple(named_payment_ids(command))
+    claims = frozenset(
         (
             f"command:{command.command_id}",
-            *(f"method:{pid}" for pid in named_payment_method_ids(command)),
-            *(f"payment:{pid}" for pid in named_payment_ids(command)),
+            *(f"method:{pid}" for pid in method_ids),
+            *(f"payment:{pid}" for pid in payment_ids),
         )
     )
+    return Admitted(message, command, key, method_ids, payment_ids, claims)
 
 
 def _event_headers(event_value: bytes) -> Headers:
@@ -139,7 +144,7 @@ class CommandProcessor:
         key = stream_key(command)
         if key is None:
             return self._without_stream(message, command)
-        return Admitted(message, command, key, claims(command))
+        return _admitted(message, command, key)
 
     def begin(self, admitted: Admitted) -> GatewayWork | list[OutgoingRecord]:
         """Decide a command on its key's current state: its records when that is all,
@@ -150,9 +155,7 @@ class CommandProcessor:
             stored = self._store.processed_command(command.command_id, key)
             if stored is not None:
                 return self._redelivered(message, command, digest, stored)
-            state = self._store.stream_state(
-                key, named_payment_method_ids(command), named_payment_ids(command)
-            )
+            state = self._store.stream_state(key, admitted.payment_method_ids, admitted.payment_ids)
             now = self._clock()
             decision = decide(command, state, now)
             work = GatewayWork(admitted, digest, state, decision, now)

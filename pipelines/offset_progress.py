@@ -98,14 +98,14 @@ class PartitionProgress:
         done = [o for o in (*self.published, *self.finished) if o > offset]
         return offset, encode_done(offset, done)
 
-    def committed_now(self) -> None:
-        """The transaction with ``commit_point`` committed."""
-        offset, _ = self.commit_point()
+    def news(self) -> tuple[int, str] | None:
+        """``commit_point`` when a commit would move anything (records to publish, or the
+        offset), else None."""
+        point = self.commit_point()
+        return point if self.finished or point[0] != self.committed else None
+
+    def committed_now(self, offset: int) -> None:
+        """The transaction that committed ``offset`` (its ``commit_point``) is done."""
         self.published = {o for o in (*self.published, *self.finished) if o > offset}
         self.committed = offset
         self.finished.clear()
-
-    @property
-    def has_news(self) -> bool:
-        """Whether a commit would move anything (records to publish, or the offset)."""
-        return bool(self.finished) or self.commit_point()[0] != self.committed

@@ -555,10 +555,15 @@ class CommandStore:
         """
         ids = [cid for cid in command_ids if cid not in self._inbox_checked]
         missing = list(dict.fromkeys(key for key in keys if key not in self._known))
-        method_ids = list(dict.fromkeys(payment_method_ids))
-        named_payments = list(dict.fromkeys(payment_ids))
-        self._prefetched_methods.clear()
-        self._prefetched_payments.clear()
+        # Rows read since the last write are still what Postgres holds for this worker
+        # (``discard`` drops them after each write): only new ids cost a query. Commands
+        # held by an outage are not read again batch after batch.
+        method_ids = [
+            pid for pid in dict.fromkeys(payment_method_ids) if pid not in self._prefetched_methods
+        ]
+        named_payments = [
+            pid for pid in dict.fromkeys(payment_ids) if pid not in self._prefetched_payments
+        ]
         with _database_errors():
             if ids:
                 rows = (
