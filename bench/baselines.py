@@ -17,8 +17,10 @@ settings from the ``PAYMENT_WORKER_*`` environment), like the worker itself.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,8 +101,16 @@ def outputs_for(offset: int, fanout: float) -> int:
     return max(1, whole + extra)
 
 
-def run_raw_loop(settings: Settings, *, fanout: float, expect: int) -> None:
-    """Consume a batch, publish its outputs and offsets in one transaction, repeat."""
+def run_raw_loop(
+    settings: Settings, *, fanout: float, expect: int, cpu_report: Path | None = None
+) -> None:
+    """Consume a batch, publish its outputs and offsets in one transaction, repeat.
+
+    ``cpu_report`` receives the process's CPU seconds from the first message consumed to
+    the last commit: a run of a few hundred messages is one or two transactions, done
+    before the benchmark sees its first output, so a window between visible outputs would
+    miss the work.
+    """
     consumer = Consumer(
         {
             **librdkafka_config(settings),
@@ -123,6 +133,7 @@ def run_raw_loop(settings: Settings, *, fanout: float, expect: int) -> None:
     consumer.subscribe([settings.topic_commands])
     batch_size = settings.commit_every or 5000
     done = 0
+    cpu_started: float | None = None
     try:
         while done < expect:
             messages = consumer.consume(
@@ -131,6 +142,8 @@ def run_raw_loop(settings: Settings, *, fanout: float, expect: int) -> None:
             messages = [m for m in messages if m.error() is None]
             if not messages:
                 continue
+            if cpu_started is None:
+                cpu_started = time.process_time()  # every thread of the process
             producer.begin_transaction()
             for message in messages:
                 key, value = message.key(), message.value()
@@ -142,6 +155,9 @@ def run_raw_loop(settings: Settings, *, fanout: float, expect: int) -> None:
             producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
             producer.commit_transaction(30)
             done += len(messages)
+        if cpu_report is not None and cpu_started is not None:
+            cpu = {"cpuSeconds": time.process_time() - cpu_started, "messages": done}
+            cpu_report.write_text(json.dumps(cpu))
     finally:
         consumer.close()
 
@@ -348,12 +364,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = kinds.add_parser("raw", help="the raw confluent-kafka transactional loop")
     raw.add_argument("--fanout", type=float, default=1.0)
     raw.add_argument("--expect", type=int, required=True)
+    raw.add_argument("--cpu-report", type=Path, help="where to write the loop's CPU seconds")
     kinds.add_parser("passthrough", help="the quixstreams pass-through pipeline")
     args = parser.parse_args(argv)
     settings = load_settings()
     try:
         if args.kind == "raw":
-            run_raw_loop(settings, fanout=args.fanout, expect=args.expect)
+            run_raw_loop(
+                settings, fanout=args.fanout, expect=args.expect, cpu_report=args.cpu_report
+            )
+            # Stay until stopped, idle: the benchmark reads this process's CPU time when it
+            # sees the last outputs, which may be after the last commit returned here.
+            stops = {signal.SIGTERM, signal.SIGINT}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            signal.sigwait(stops)
         else:
             run_passthrough(settings)
     except KafkaException as error:

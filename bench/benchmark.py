@@ -111,6 +111,8 @@ def _kafka_baseline(
     workload: Sequence[BenchCommand],
     name: str,
     args: Sequence[str],
+    *,
+    own_cpu_report: Path | None = None,
 ) -> dict[str, Any]:
     settings = isolated_settings(base, name, partitions=options.partitions, services=None)
     with fresh_topics(settings):
@@ -131,9 +133,14 @@ def _kafka_baseline(
             process.stop()
     complete = watch.complete_at is not None
     cpu_report = cpu.report()
+    # One result per command, so per output is per command (per consumed message).
+    cpu_per_message = cpu_report["cpuMicrosecondsPerOutput"]
+    if own_cpu_report is not None and own_cpu_report.exists():
+        # The loop's own figure, from its first message to its last commit (see run_raw_loop).
+        own = json.loads(own_cpu_report.read_text())
+        cpu_per_message = round(own["cpuSeconds"] * 1e6 / max(1, own["messages"]), 1)
     return {
-        # One result per command, so per output is per command (per consumed message).
-        "cpuMicrosecondsPerMessage": cpu_report["cpuMicrosecondsPerOutput"],
+        "cpuMicrosecondsPerMessage": cpu_per_message,
         "cpuCores": cpu_report.get("cpuCores"),
         "commandsPerSecond": round(watch.rate(), 1),
         "commandsPerSecondWithStartup": (
@@ -412,12 +419,15 @@ def _baselines(
 ) -> dict[str, Any]:
     fanout = expected.outputs_per_command
     _say(f"baseline A: raw confluent-kafka loop, {fanout:.2f} outputs per command")
+    raw_cpu = options.work_dir / "raw-cpu.json"
+    raw_cpu.unlink(missing_ok=True)
     raw = _kafka_baseline(
         base,
         options,
         workload,
         "raw",
-        ["--fanout", f"{fanout:.4f}", "--expect", str(len(workload))],
+        ["--fanout", f"{fanout:.4f}", "--expect", str(len(workload)), "--cpu-report", str(raw_cpu)],
+        own_cpu_report=raw_cpu,
     )
     raw["outputsPerCommand"] = round(fanout, 3)
     _say(f"  {raw['commandsPerSecond']} commands/s, {raw['cpuMicrosecondsPerMessage']} µs CPU/msg")

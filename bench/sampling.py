@@ -1,11 +1,12 @@
 """What a process did during a measurement: CPU per output, and the worker's gauges and RSS.
 
-CPU time is ``/proc/<pid>/stat`` utime + stime (every thread of the process), read when a
-poll of the output topic sees new records, so that the window is the same as the
-throughput's: from the first visible output to the last one (start-up, the group join and
-the final shutdown are left out). The worker's ``/metrics`` is scraped every
-``interval`` seconds from a thread of its own; each scrape costs the worker well under a
-millisecond of CPU, counted in its CPU per command like everything else it does.
+CPU time is the run time of every thread of the process
+(``bench.stack.process_cpu_seconds``), read when a poll of the output topic sees new
+records, so that the window is the same as the throughput's: from the first visible output
+to the last one (start-up, the group join and the final shutdown are left out). The
+worker's ``/metrics`` is scraped every ``interval`` seconds from a thread of its own; each
+scrape costs the worker well under a millisecond of CPU, counted in its CPU per command like
+everything else it does.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class CpuWindow:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.start = CpuSample(time.monotonic(), 0, process_cpu_seconds(pid))
+        self.start = CpuSample(time.monotonic(), 0, process_cpu_seconds(pid) or 0.0)
         self.first: CpuSample | None = None
         self.last: CpuSample | None = None
         self._outputs = 0
@@ -48,8 +49,13 @@ class CpuWindow:
     def observe(self, now: float, outputs: int) -> None:
         if outputs == self._outputs:
             return
+        cpu_seconds = process_cpu_seconds(self.pid)
+        if cpu_seconds is None:
+            # The process has exited (a baseline that ends after its last message): the
+            # window ends at the last reading taken while it ran.
+            return
         self._outputs = outputs
-        sample = CpuSample(now, outputs, process_cpu_seconds(self.pid))
+        sample = CpuSample(now, outputs, cpu_seconds)
         if self.first is None:
             self.first = sample
         self.last = sample

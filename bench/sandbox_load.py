@@ -3,8 +3,9 @@
 Starts the sandbox gateway (or the User Service stand-in) as its own process, as the
 benchmark does, and drives it from this process over ``--connections`` kept-alive
 connections, each sending its requests one after the other (as an HTTP/1.1 client does).
-It reports the server's CPU per request (``/proc/<pid>/stat`` utime + stime over the run),
-requests per second, the most answers held back at once and the server's thread count.
+It reports the server's CPU per request (its threads' run time over the run,
+``bench.stack.process_cpu_seconds``), requests per second, the most answers held back at
+once and the server's thread count.
 
     python -m bench.sandbox_load                                  # CPU per request, 0 ms
     python -m bench.sandbox_load --connections 3000 --requests 9000 --delay 0.5
@@ -143,7 +144,10 @@ def run_load(
         started = time.perf_counter()
         statuses = asyncio.run(_drive(server.port, wire, connections))
         seconds = time.perf_counter() - started
-        cpu = process_cpu_seconds(server.pid) - cpu_before
+        cpu_after = process_cpu_seconds(server.pid)
+        if cpu_before is None or cpu_after is None:
+            raise RuntimeError(f"the {service} sandbox exited during the load run")
+        cpu = cpu_after - cpu_before
         threads = process_threads(server.pid)
         stats = server.stats()
     finally:

@@ -148,7 +148,7 @@ class SandboxService:
 
 @dataclass(frozen=True)
 class ServiceUsage:
-    cpu_seconds: float
+    cpu_seconds: float | None  # None: the process was gone when read
     requests: int
     # The most answers it held back at once (a delayed sandbox), since it started.
     max_answers_waiting: int = 0
@@ -156,11 +156,16 @@ class ServiceUsage:
     def since(self, before: ServiceUsage) -> dict[str, Any]:
         """Requests served and CPU µs per request between ``before`` and this."""
         requests = self.requests - before.requests
-        cpu = self.cpu_seconds - before.cpu_seconds
+        if self.cpu_seconds is None or before.cpu_seconds is None:
+            cpu = None
+        else:
+            cpu = self.cpu_seconds - before.cpu_seconds
         return {
             "requests": requests,
-            "cpuSeconds": round(cpu, 3),
-            "cpuMicrosecondsPerRequest": round(cpu * 1e6 / requests, 1) if requests else None,
+            "cpuSeconds": None if cpu is None else round(cpu, 3),
+            "cpuMicrosecondsPerRequest": (
+                round(cpu * 1e6 / requests, 1) if requests and cpu is not None else None
+            ),
             "maxAnswersWaitingSinceStart": self.max_answers_waiting,
         }
 
@@ -453,19 +458,30 @@ def process_threads(pid: int) -> int:
     return int(found.group(1)) if found else 0
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time a process's threads have run so far, in nanosecond resolution; None when it
+    is gone (a reading of 0 would turn the difference to an earlier reading negative).
 
-
-def process_cpu_seconds(pid: int) -> float:
-    """CPU time a process has used so far, all its threads, user + system
-    (``/proc/<pid>/stat`` utime + stime); 0 when it is gone."""
+    It is the sum of each thread's ``/proc/<pid>/task/<tid>/schedstat`` run time, not
+    ``/proc/<pid>/stat``'s utime + stime: those count in clock ticks (10 ms), coarser than a
+    short baseline's whole window. A thread that exits takes its time with it; the
+    processes measured here keep theirs (consumer, producer and pool threads) for the run.
+    """
+    total_ns = 0
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        return 0.0
-    # The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return None
+    # The state follows the command name, which may hold spaces and parentheses.
+    if stat[stat.rindex(")") + 2] in "ZX":
+        return None  # exited, not yet reaped: its threads' times are gone
+    for task in tasks:
+        try:
+            total_ns += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread exited between the listing and the read
+    return total_ns / 1e9 if tasks else None
 
 
 def metric_value(metrics_text: str, name: str, labels: str = "") -> float | None:
