@@ -134,8 +134,13 @@ class StatelessGateway:
     """Answers like the sandbox gateway (a ``decline`` token is declined) from the
     idempotency key alone, so a repeated call gets the same answer and nothing is kept."""
 
-    def create_customer(self, *, name: str, email: str, idempotency_key: str) -> str:
+    def create_customer(self, *, reference: str, idempotency_key: str) -> str:
         return _derived("cus", idempotency_key)
+
+    def set_customer_profile(
+        self, *, customer_id: str, name: str, email: str, idempotency_key: str
+    ) -> None:
+        return None
 
     def attach_payment_method(
         self, *, customer_id: str, gateway_token: str, idempotency_key: str
@@ -166,6 +171,11 @@ class StatelessGateway:
         return AuthorizationAnswer(
             approved=True, authorization_id=_derived("auth", idempotency_key)
         )
+
+    def cancel_authorization(
+        self, *, request_key: str, payment_id: str, idempotency_key: str
+    ) -> bool:
+        return False  # keeps nothing, so it never knows of an authorization to cancel
 
 
 class StatelessProfiles:

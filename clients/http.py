@@ -61,6 +61,10 @@ _log = logging.getLogger(__name__)
 # Statuses that say "not now" rather than "no": retried within the budget, and counted as
 # failures by the circuit breaker.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Refused credentials: returned to the caller (not retried within the call: a rotation takes
+# longer), and counted as failures by the circuit breaker, so a worker whose credentials
+# are wrong stops calling for ``circuit_reset_seconds`` instead of sending every call.
+UNAUTHORIZED_STATUSES = frozenset({401, 403})
 # Full-jitter exponential back-off between attempts: up to 0.1 s, 0.2 s, 0.4 s... at most
 # 2 s, so a fleet of workers does not retry in lock-step.
 BACKOFF_FIRST_SECONDS = 0.1
@@ -669,6 +673,7 @@ class _Call:
     body: bytes | None
     headers: Mapping[str, str]
     retry_statuses: Collection[int]
+    busy_statuses: Collection[int]
     started: float
 
 
@@ -755,8 +760,13 @@ class ResilientHttp:
         json: object = None,
         headers: Mapping[str, str] | None = None,
         retry_statuses: Collection[int] = RETRYABLE_STATUSES,
+        busy_statuses: Collection[int] = (),
     ) -> HttpResponse:
         """The first answer whose status is not in ``retry_statuses``, whatever it is.
+
+        ``busy_statuses`` (a subset of ``retry_statuses``, e.g. a gateway's 409 "a request
+        with this key is in progress") are retried too, but the service is answering: they
+        are not failures for the circuit breaker.
 
         ``url`` is the path below the service's base URL, quoted; ``json`` (unless None)
         is sent as the body, encoded once for every attempt.
@@ -771,7 +781,7 @@ class ResilientHttp:
         if json is not None:
             body = encode_json(json)
             sent.setdefault("Content-Type", "application/json")
-        call = _Call(method, url, body, sent, retry_statuses, started)
+        call = _Call(method, url, body, sent, retry_statuses, busy_statuses, started)
         try:
             return self._retrying(self._attempt, call)
         except _AttemptFailed as failure:
@@ -871,19 +881,30 @@ class ResilientHttp:
             raise
         self._duration.observe(time.perf_counter() - began)
         self._count_attempt(f"{response.status_code // 100}xx")
+        return self._judge(response, call)
+
+    def _judge(self, response: HttpResponse, call: _Call) -> HttpResponse:
+        """Tell the breaker what the answer says of the service; return it, or fail the
+        attempt (retryable) when its status is one to retry."""
+        status = response.status_code
         # Every call to the service pauses, whatever this caller makes of the answer.
         within_budget = self._pause_for(response, call.started)
         if within_budget is not None:
             # The service is up and says when to come back: the pause, not the breaker,
             # keeps the calls away meanwhile (hundreds of 429s must not open the circuit).
             self.breaker.record_success()
-            if response.status_code not in call.retry_statuses:
+            if status not in call.retry_statuses:
                 return response
             if not within_budget:
                 raise _AttemptFailed("rate_limited", retryable=False)
-            raise _AttemptFailed(f"http_{response.status_code}", retryable=True, paused=True)
-        if response.status_code in call.retry_statuses:
+            raise _AttemptFailed(f"http_{status}", retryable=True, paused=True)
+        answering = status not in UNAUTHORIZED_STATUSES and (
+            status not in call.retry_statuses or status in call.busy_statuses
+        )
+        if answering:
+            self.breaker.record_success()
+        else:
             self.breaker.record_failure()
-            raise _AttemptFailed(f"http_{response.status_code}", retryable=True)
-        self.breaker.record_success()
+        if status in call.retry_statuses:
+            raise _AttemptFailed(f"http_{status}", retryable=True)
         return response

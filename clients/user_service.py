@@ -4,10 +4,13 @@ A last resort, never the normal path: commands should carry the customer's name 
 email. When one does not and a gateway needs them, the worker asks here. The rules:
 
 - 200 → the profile (name and email only; every other field is dropped at once);
-  404 → ``None``, the user does not exist (the caller rejects the command);
-  anything else → ``TransientError``: the worker never dead-letters such a command, it
-  waits and retries it. That includes 401/403 (credentials may be mid-rotation) and a
-  malformed answer (logged by reason only, never with its body).
+  404 or 410 → ``None``, the user does not exist (the caller rejects the command);
+  another 4xx but 401, 403, 408, 425 and 429, or a 200 whose body is not a usable profile
+  (``"email": null``, not JSON) → ``ProfileUnusable``: asking again gets the same answer,
+  so the caller rejects the command with a reason the producer can act on (send the
+  ``customer`` in the command, or fix the profile); logged by reason only, never the body;
+  anything else (5xx, 401/403: credentials may be mid-rotation, timeouts, other statuses)
+  → ``TransientError``: the command waits and is retried, never dead-lettered.
 - Profiles are cached for ``ttl_seconds`` (at most ``max_entries``, least recently used
   evicted first) and 404s for ``negative_ttl_seconds``. Concurrent misses for one user
   make one call (single-flight): DESIGN.md §6 allows one call per user per TTL.
@@ -33,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clients.http import HttpClient, ResilientHttp, ServiceUnavailable
 from config.settings import HttpServiceSettings, ProfileCacheSettings
-from domain.errors import TransientError
-from pipelines.metrics import PROFILE_CACHE_ENTRIES, PROFILE_LOOKUPS
+from domain.errors import PaymentWorkerError, TransientError
+from pipelines.metrics import ADVERSE_ANSWERS, PROFILE_CACHE_ENTRIES, PROFILE_LOOKUPS
 
 SERVICE_NAME = "user_service"
 # A profile is two short strings; anything much larger is not a profile.
@@ -42,7 +45,23 @@ _MAX_BODY_BYTES = 64 * 1024
 
 _log = logging.getLogger(__name__)
 
-Outcome = Literal["hit", "miss", "negative", "stale", "error"]
+Outcome = Literal["hit", "miss", "negative", "stale", "error", "unusable"]
+# The user is not there.
+_NOT_FOUND_STATUSES = frozenset({404, 410})
+# 4xx that say "not now" (or "not with these credentials") rather than "never".
+_PASSING_4XX_STATUSES = frozenset({401, 403, 408, 425, 429})
+
+
+class ProfileUnusable(PaymentWorkerError):
+    """The User Service answered for this user in a way that can never give a profile.
+
+    ``reason`` is ``malformed_profile`` (a 200 whose body is not a name and an email) or
+    ``http_<status>`` (a 4xx that is final); neither holds any of the answer's content.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{SERVICE_NAME}: no usable profile ({reason})")
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -78,13 +97,14 @@ class _Entry:
 class _Flight:
     """One lookup in progress; concurrent lookups of the same user wait for its answer."""
 
-    __slots__ = ("done", "error", "failure", "outcome", "profile", "store")
+    __slots__ = ("done", "error", "failure", "outcome", "profile", "store", "unusable")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.profile: Profile | None = None
         self.outcome: Outcome = "error"
         self.error: TransientError | None = None  # raised as is by the leader
+        self.unusable: ProfileUnusable | None = None  # raised by the leader and followers
         self.failure = "lookup_failed"  # the reason given to followers
         self.store = True  # False once forget() ran: an erased user's answer is not cached
 
@@ -134,7 +154,7 @@ class ProfileLookup:
         """The user's profile; ``None`` if the User Service says the user does not exist.
 
         Raises ``TransientError`` when the User Service cannot answer and nothing usable
-        is cached.
+        is cached, ``ProfileUnusable`` when its answer can never be a profile.
         """
         if not user_id:
             raise ValueError("a guest has no profile")
@@ -159,6 +179,9 @@ class ProfileLookup:
                 raise ServiceUnavailable(SERVICE_NAME, "concurrent_lookup_timed_out")
             # Fetched for us by the leader: no call of our own, so a hit.
             outcome = "hit" if flight.outcome == "miss" else flight.outcome
+        if outcome == "unusable" and flight.unusable is not None:
+            PROFILE_LOOKUPS.labels(outcome="unusable").inc()
+            raise flight.unusable
         if outcome == "error":
             PROFILE_LOOKUPS.labels(outcome="error").inc()
             if leading and flight.error is not None:
@@ -184,6 +207,16 @@ class ProfileLookup:
                 reason = getattr(error, "reason", "error")
                 self._unavailable(reason)
                 self._serve_stale(user_id, flight, error, reason)
+            except ProfileUnusable as unusable:
+                # Not cached: the next command for this user asks again (it may be fixed).
+                self._available()
+                ADVERSE_ANSWERS.labels(SERVICE_NAME, "profile", "unusable_profile").inc()
+                _log.warning(
+                    "the User Service gave no usable profile; the command is rejected",
+                    extra={"service": SERVICE_NAME, "reason": unusable.reason},
+                )
+                flight.unusable = unusable
+                flight.outcome = "unusable"
             else:
                 self._available()
                 self._remember(user_id, flight, profile)
@@ -199,17 +232,20 @@ class ProfileLookup:
             f"/v1/users/{quote(user_id, safe='')}/profile",
             headers={"Accept": "application/json"},
         )
-        if response.status_code == 404:
+        status = response.status_code
+        if status in _NOT_FOUND_STATUSES:
             return None
-        if response.status_code != 200:
-            raise ServiceUnavailable(SERVICE_NAME, f"http_{response.status_code}")
+        if 400 <= status < 500 and status not in _PASSING_4XX_STATUSES:
+            raise ProfileUnusable(f"http_{status}")
+        if status != 200:
+            raise ServiceUnavailable(SERVICE_NAME, f"http_{status}")
         if len(response.content) > _MAX_BODY_BYTES:
-            raise ServiceUnavailable(SERVICE_NAME, "malformed_response")
+            raise ProfileUnusable("malformed_profile")
         try:
             body = _ProfileBody.model_validate_json(response.content)
         except ValidationError:
             # The validation error quotes the input: personal data. Say nothing of it.
-            raise ServiceUnavailable(SERVICE_NAME, "malformed_response") from None
+            raise ProfileUnusable("malformed_profile") from None
         return Profile(name=body.name, email=body.email)
 
     def _remember(self, user_id: str, flight: _Flight, profile: Profile | None) -> None:

@@ -4,6 +4,18 @@ This is the one step that calls outside services for a command. Every call carri
 idempotency key derived from the command, so a replayed batch repeats its calls without
 creating anything new. The User Service is asked for a profile only when the gateway
 needs one and the command did not bring it.
+
+What the gateway holds and what the worker stores must agree whatever the gateway
+answers (README, section 7, the table of answers):
+
+- a customer the gateway created is kept (its reference stored) even when the command is
+  then rejected, so that EraseUserData can delete it;
+- a card whose token is replaced (re-added with a new expiry) has its old token detached;
+- an authorization the worker does not keep (its payment id was taken by another command,
+  or the answer did not say whether it authorized) is cancelled, and the cancel is retried
+  until the gateway confirms it;
+- undo calls (detach, delete, cancel) are done when the gateway confirms or says it has
+  nothing (404); any other answer makes the key wait and try again.
 """
 
 from __future__ import annotations
@@ -15,11 +27,29 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from clients.gateway import GatewayRefusedRequest, PaymentGateway, idempotency_key
-from clients.user_service import Profile
-from domain.model import CustomerReference, Decision, PaymentMethod, StreamState
+from clients.gateway import (
+    AuthorizationOutcomeUnknown,
+    GatewayError,
+    GatewayKeyConflict,
+    GatewayNotFound,
+    GatewayProtocolError,
+    GatewayRefusedRequest,
+    PaymentGateway,
+    idempotency_key,
+    profile_key,
+)
+from clients.user_service import Profile, ProfileUnusable
+from domain.errors import PaymentWorkerError, TransientError
+from domain.model import (
+    AuthorizationAnswer,
+    CustomerReference,
+    Decision,
+    PaymentMethod,
+    StreamState,
+)
 from domain.outcome import reject
 from domain.payment_rules import payment_instrument, settle_authorization
+from pipelines.metrics import AUTHORIZATION_CANCELS, ORPHAN_AUTHORIZATIONS
 from schemas.commands import (
     AddPaymentMethod,
     Command,
@@ -30,11 +60,11 @@ from schemas.commands import (
 )
 from schemas.results import Reason
 
+# The decline code of a payment whose authorization was cancelled because the gateway's
+# answer did not say whether it authorized.
+AUTHORIZATION_CANCELLED = "authorization_cancelled"
+
 logger = logging.getLogger(__name__)
-
-
-class ProfileNotFound(Exception):
-    """The User Service does not know this user."""
 
 
 class ProfileSource(Protocol):
@@ -45,6 +75,16 @@ class ProfileSource(Protocol):
     def forget(self, user_id: str) -> None: ...
 
 
+class _Rejected(PaymentWorkerError):
+    """A gateway step refused the command; ``customer`` is what the gateway holds for the
+    user by then (a customer created before the refusal is kept)."""
+
+    def __init__(self, reason: Reason, customer: CustomerReference | None) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+        self.customer = customer
+
+
 class GatewayEffects:
     def __init__(self, gateway: PaymentGateway, profiles: ProfileSource) -> None:
         self._gateway = gateway
@@ -52,18 +92,24 @@ class GatewayEffects:
 
     def needed(self, command: Command, decision: Decision) -> bool:
         """Whether ``apply`` may call out for this decision (else it returns it as is)."""
-        return (
-            decision.result.status == "accepted"
-            and bool(decision.events)
-            and isinstance(
-                command, AddPaymentMethod | RemovePaymentMethod | EraseUserData | InitiatePayment
+        if decision.result.status != "accepted":
+            # A payment id taken meanwhile: this command may have authorized on an
+            # earlier try (before another worker stored the id); cancel what it made.
+            return (
+                isinstance(command, InitiatePayment)
+                and decision.result.reason == Reason.PAYMENT_ID_TAKEN
             )
+        return bool(decision.events) and isinstance(
+            command, AddPaymentMethod | RemovePaymentMethod | EraseUserData | InitiatePayment
         )
 
     def apply(
         self, command: Command, state: StreamState, decision: Decision, now: datetime
     ) -> Decision:
-        """Carry out an accepted decision at the gateway; may add events or reject."""
+        """Carry out a decision at the gateway; may add events or reject.
+
+        Raises ``TransientError`` when a call must be tried again (same keys, later).
+        """
         if not self.needed(command, decision):
             return decision
         try:
@@ -74,22 +120,25 @@ class GatewayEffects:
                     return self._remove_card(command, state, decision)
                 case EraseUserData():
                     return self._erase(command, state, decision)
+                case InitiatePayment() if decision.result.status != "accepted":
+                    self._cancel_authorization(command, "payment_id_taken")
+                    return decision
                 case InitiatePayment():
                     return self._authorize(command, state, decision, now)
-        except ProfileNotFound:
-            return reject(command, state, Reason.USER_NOT_FOUND)
-        except GatewayRefusedRequest:
-            # The gateway will not take this customer record or card; retrying cannot
-            # change that, so the command is rejected rather than left waiting.
-            return reject(command, state, Reason.GATEWAY_REFUSED)
+        except _Rejected as rejected:
+            refusal = reject(command, state, rejected.reason)
+            return replace(refusal, customer_reference=rejected.customer)
         return decision
 
     def _profile(self, user_id: str, carried: Customer | None) -> Profile:
         if carried is not None:
             return Profile(name=carried.name, email=carried.email)
-        profile = self._profiles.profile(user_id)
+        try:
+            profile = self._profiles.profile(user_id)
+        except ProfileUnusable:
+            raise _Rejected(Reason.USER_PROFILE_UNUSABLE, None) from None
         if profile is None:
-            raise ProfileNotFound
+            raise _Rejected(Reason.USER_NOT_FOUND, None)
         return profile
 
     def _save_card(
@@ -97,22 +146,55 @@ class GatewayEffects:
     ) -> Decision:
         if command.user_id is None:  # guests were rejected by the rule already
             return decision
-        customer_id = state.gateway_customer_id
-        if customer_id is None:
-            # Once per user: the first saved card creates the gateway's customer record.
-            profile = self._profile(command.user_id, command.payload.customer)
+        customer_id, created = self._customer(command, command.user_id, state)
+        with _refusal_rejects(created):
+            self._gateway.attach_payment_method(
+                customer_id=customer_id,
+                gateway_token=command.payload.gateway_token,
+                idempotency_key=idempotency_key(command.command_id, "attach"),
+            )
+        replaced = _replaced_token(state, decision)
+        if replaced is not None:
+            # The same card re-added with a new expiry: its old token leaves the gateway.
+            with _already_gone("detach a replaced card"):
+                self._gateway.detach_payment_method(
+                    customer_id=customer_id,
+                    gateway_token=replaced,
+                    idempotency_key=idempotency_key(command.command_id, "detach-replaced"),
+                )
+        if created is not None:
+            decision = replace(decision, customer_reference=created)
+        return decision
+
+    def _customer(
+        self, command: AddPaymentMethod | InitiatePayment, user_id: str, state: StreamState
+    ) -> tuple[str, CustomerReference | None]:
+        """The user's gateway customer id, and its reference when this call created it.
+
+        Once per user, the gateway's customer is created holding only the user id, then
+        given the name and email (from the command, else the User Service) in a call of
+        its own: the profile is the one input that may change between two tries, and
+        setting it again is harmless, so every other request stays the same on a retry.
+        The profile is looked up first: a user the User Service does not know gets no
+        customer at all.
+        """
+        if state.gateway_customer_id is not None:
+            return state.gateway_customer_id, None
+        profile = self._profile(user_id, command.payload.customer)
+        with _refusal_rejects(None):
             customer_id = self._gateway.create_customer(
-                name=profile.name,
-                email=profile.email,
+                reference=user_id,
                 idempotency_key=idempotency_key(command.command_id, "create-customer"),
             )
-            decision = replace(decision, customer_reference=CustomerReference(customer_id))
-        self._gateway.attach_payment_method(
-            customer_id=customer_id,
-            gateway_token=command.payload.gateway_token,
-            idempotency_key=idempotency_key(command.command_id, "attach"),
-        )
-        return decision
+        created = CustomerReference(customer_id)
+        with _refusal_rejects(created):
+            self._gateway.set_customer_profile(
+                customer_id=customer_id,
+                name=profile.name,
+                email=profile.email,
+                idempotency_key=profile_key(command.command_id, profile.name, profile.email),
+            )
+        return customer_id, created
 
     def _remove_card(
         self, command: RemovePaymentMethod, state: StreamState, decision: Decision
@@ -143,35 +225,86 @@ class GatewayEffects:
     def _authorize(
         self, command: InitiatePayment, state: StreamState, decision: Decision, now: datetime
     ) -> Decision:
-        # Fraud checks want the payer's email: from the command, else (for a user) the
-        # User Service; a guest without one pays without it.
+        # Fraud checks want the payer's email. It goes in the request only when the
+        # command carries it. A user's payment names the user's gateway customer, which
+        # holds the email; without a carried email and without a customer, the customer
+        # is created first (with the User Service's profile). A looked-up email never
+        # goes in the request itself, so the request is the same on every try.
         carried = command.payload.customer
-        email = carried.email if carried is not None else None
-        if email is None and command.user_id is not None:
-            email = self._profile(command.user_id, None).email
-        answer = self._gateway.authorize(
+        customer_id = state.gateway_customer_id
+        created: CustomerReference | None = None
+        if command.user_id is not None and carried is None and customer_id is None:
+            customer_id, created = self._customer(command, command.user_id, state)
+        try:
+            answer = self._gateway.authorize(
+                payment_id=command.payload.payment_id,
+                amount=command.payload.amount,
+                currency=command.payload.currency,
+                gateway_token=payment_instrument(command, state),
+                idempotency_key=idempotency_key(command.command_id, "authorize"),
+                customer_id=customer_id,
+                email=carried.email if carried is not None else None,
+            )
+        except AuthorizationOutcomeUnknown:
+            # Approved or not, it must not stay: cancelled, and recorded as declined.
+            self._cancel_authorization(command, "outcome_unknown")
+            answer = AuthorizationAnswer(approved=False, decline_code=AUTHORIZATION_CANCELLED)
+        settled = settle_authorization(command, decision, answer, now)
+        return settled if created is None else replace(settled, customer_reference=created)
+
+    def _cancel_authorization(self, command: InitiatePayment, reason: str) -> None:
+        """Void whatever this command's authorization request made at the gateway."""
+        found = self._gateway.cancel_authorization(
+            request_key=idempotency_key(command.command_id, "authorize"),
             payment_id=command.payload.payment_id,
-            amount=command.payload.amount,
-            currency=command.payload.currency,
-            gateway_token=payment_instrument(command, state),
-            idempotency_key=idempotency_key(command.command_id, "authorize"),
-            customer_id=state.gateway_customer_id,
-            email=email,
+            idempotency_key=idempotency_key(command.command_id, "cancel-authorization"),
         )
-        return settle_authorization(command, decision, answer, now)
+        AUTHORIZATION_CANCELS.labels(reason).inc()
+        if found:
+            ORPHAN_AUTHORIZATIONS.labels(reason).inc()
+            logger.warning(
+                "cancelled an authorization the worker does not keep",
+                extra={"commandId": str(command.command_id), "reason": reason},
+            )
+
+
+@contextmanager
+def _refusal_rejects(customer: CustomerReference | None) -> Iterator[None]:
+    """A final gateway answer to a step of saving a card rejects the command, keeping the
+    customer that the gateway holds by then."""
+    try:
+        yield
+    except (GatewayKeyConflict, GatewayProtocolError):
+        raise _Rejected(Reason.GATEWAY_UNEXPECTED_ANSWER, customer) from None
+    except GatewayRefusedRequest:
+        # The gateway will not take this customer record or card; retrying cannot
+        # change that, so the command is rejected rather than left waiting.
+        raise _Rejected(Reason.GATEWAY_REFUSED, customer) from None
 
 
 @contextmanager
 def _already_gone(action: str) -> Iterator[None]:
-    """A refused removal (e.g. 404: the gateway no longer has it) leaves nothing to undo."""
+    """An undo call is done when the gateway confirms it or says it has nothing (404);
+    any other final answer leaves something behind, so the key waits and tries again."""
     try:
         yield
-    except GatewayRefusedRequest as refusal:
-        logger.warning(
-            "the gateway refused to %s; nothing left to remove",
-            action,
-            extra={"error": str(refusal)},
-        )
+    except GatewayNotFound:
+        logger.info("the gateway had nothing to %s; nothing left to remove", action)
+    except GatewayError as refusal:
+        raise TransientError(f"the gateway did not {action}: {refusal}") from None
+
+
+def _replaced_token(state: StreamState, decision: Decision) -> str | None:
+    """The token a re-added card replaces, if the decision changed a stored method's."""
+    for changed in decision.changed_methods:
+        before = _method(state, changed.payment_method_id)
+        if (
+            before is not None
+            and before.gateway_token is not None
+            and before.gateway_token != changed.gateway_token
+        ):
+            return before.gateway_token
+    return None
 
 
 def _method(state: StreamState, payment_method_id: str) -> PaymentMethod | None:

@@ -130,11 +130,33 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     "Time outbound calls spent waiting for the rate limit.",
     ["service"],
 )
+ADVERSE_ANSWERS = Counter(
+    "payment_worker_adverse_answers_total",
+    "Answers of the gateway and the User Service other than a plain success, by service, "
+    "operation and answer (README, section 7, the table of answers): busy (409), "
+    "unauthorized (401, 403), refused (another 4xx), not_found (404), key_conflict (422), "
+    "unexpected (an answer the contract does not allow), unusable_profile.",
+    ["service", "operation", "answer"],
+)
+AUTHORIZATION_CANCELS = Counter(
+    "payment_worker_authorization_cancels_total",
+    "Technical cancels of authorizations the worker does not keep, by reason: "
+    "payment_id_taken (another command stored the payment id) or outcome_unknown (the "
+    "gateway's answer did not say whether it authorized).",
+    ["reason"],
+)
+ORPHAN_AUTHORIZATIONS = Counter(
+    "payment_worker_orphan_authorizations_total",
+    "Cancels that found an authorization at the gateway (it would have been left behind), "
+    "by reason, as for payment_worker_authorization_cancels_total.",
+    ["reason"],
+)
 PROFILE_LOOKUPS = Counter(
     "payment_worker_profile_lookups_total",
     "User Service profile lookups, by outcome: hit (fresh in the cache, or fetched by a "
     "concurrent lookup), miss (fetched), negative (the user does not exist), stale (an "
-    "expired profile served while the User Service fails), error (nothing usable).",
+    "expired profile served while the User Service fails), error (nothing usable), "
+    "unusable (an answer that can never give a profile: another 4xx, a malformed body).",
     ["outcome"],
 )
 PROFILE_CACHE_ENTRIES = Gauge(

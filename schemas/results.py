@@ -29,7 +29,12 @@ class Reason(StrEnum):
     PAYMENT_NOT_FOUND = "payment_not_found"
     PAYMENT_NOT_A_GUEST_PAYMENT = "payment_not_a_guest_payment"
     USER_NOT_FOUND = "user_not_found"
+    # The User Service's answer for this user can never be a profile (a final 4xx, a
+    # malformed profile): send the command again with its ``customer``, or fix the profile.
+    USER_PROFILE_UNUSABLE = "user_profile_unusable"
     GATEWAY_REFUSED = "gateway_refused"
+    # The gateway answered outside its contract (no customer id, a status it may not send).
+    GATEWAY_UNEXPECTED_ANSWER = "gateway_unexpected_answer"
 
 
 class CommandResult(WireModel):

@@ -74,8 +74,11 @@ class MemoryGateway:
             self.answers[key] = make
         return self.answers[key]
 
-    def create_customer(self, *, name: str, email: str, idempotency_key: str) -> str:
+    def create_customer(self, *, reference: str, idempotency_key: str) -> str:
         return str(self._once(idempotency_key, f"cus-{len(self.answers)}"))
+
+    def set_customer_profile(self, *, idempotency_key: str, **_: object) -> None:
+        self._once(idempotency_key, None)
 
     def attach_payment_method(self, *, idempotency_key: str, **_: object) -> None:
         self._once(idempotency_key, None)
@@ -91,6 +94,10 @@ class MemoryGateway:
         result = self._once(idempotency_key, answer)
         assert isinstance(result, AuthorizationAnswer)
         return result
+
+    def cancel_authorization(self, *, request_key: str, idempotency_key: str, **_: object) -> bool:
+        self._once(idempotency_key, None)
+        return request_key in self.answers
 
 
 class FixedProfiles:

@@ -313,6 +313,8 @@ def test_alert_rules_are_complete() -> None:
         "PaymentWorkerRebalanceStorm",
         "PaymentWorkerPipelineRestarting",
         "PaymentWorkerProjectionGap",
+        "PaymentWorkerGatewayOutsideContract",
+        "PaymentWorkerOrphanAuthorizations",
     }
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
@@ -337,6 +339,8 @@ def test_alert_expressions_use_the_metrics_they_are_about() -> None:
         "PaymentWorkerRebalanceStorm": ["payment_worker_rebalances_total"],
         "PaymentWorkerPipelineRestarting": ["payment_worker_pipeline_restarts_total"],
         "PaymentWorkerProjectionGap": ["payment_worker_projection_gaps_total"],
+        "PaymentWorkerGatewayOutsideContract": ["payment_worker_adverse_answers_total"],
+        "PaymentWorkerOrphanAuthorizations": ["payment_worker_orphan_authorizations_total"],
     }
     for alert, metrics in expected.items():
         for metric in metrics:

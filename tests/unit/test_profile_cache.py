@@ -24,7 +24,7 @@ from clients.http import (
     ServiceUnavailable,
     TransportFailure,
 )
-from clients.user_service import Profile, ProfileLookup
+from clients.user_service import Profile, ProfileLookup, ProfileUnusable
 from config.settings import HttpServiceSettings, ProfileCacheSettings
 from domain.errors import TransientError
 
@@ -360,28 +360,72 @@ def test_a_fresh_answer_after_the_outage_replaces_the_stale_one(
 # --- What counts as transient --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 409, 422, 301])
-def test_other_statuses_are_transient_and_not_retried(
+@pytest.mark.parametrize("status", [400, 409, 422])
+def test_a_final_4xx_is_an_unusable_profile_not_retried_nor_cached(
     service: FakeUserService, clock: FakeClock, status: int
 ) -> None:
     lookup = make_lookup(service, clock, retries=3)
     service.always_fail = status
-    with pytest.raises(TransientError, match=f"http_{status}"):
+    with pytest.raises(ProfileUnusable, match=f"http_{status}") as raised:
         lookup.profile("user-1")
+    assert not isinstance(raised.value, TransientError)
     assert service.calls == 1
     # The service answered: no reason to open the circuit.
     assert state_of(lookup.http.breaker) is CircuitState.CLOSED
+    # Not remembered: the next lookup asks again (the profile may have been fixed).
+    with pytest.raises(ProfileUnusable):
+        lookup.profile("user-1")
+    assert service.calls == 2
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_not_found_and_gone_mean_no_such_user(
+    service: FakeUserService, clock: FakeClock, status: int
+) -> None:
+    lookup = make_lookup(service, clock, retries=3)
+    service.always_fail = status
+    assert lookup.profile("user-1") is None
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_transient_and_count_as_breaker_failures(
+    service: FakeUserService, clock: FakeClock, status: int
+) -> None:
+    lookup = make_lookup(service, clock, retries=3, failure_threshold=3)
+    service.always_fail = status
+    with pytest.raises(TransientError, match=f"http_{status}"):
+        lookup.profile("user-1")
+    assert service.calls == 1  # a rotation takes longer than one call's retries
+    assert state_of(lookup.http.breaker) is CircuitState.CLOSED
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            lookup.profile("user-1")
+    assert state_of(lookup.http.breaker) is CircuitState.OPEN
+
+
+def test_an_unexpected_status_is_transient(service: FakeUserService, clock: FakeClock) -> None:
+    lookup = make_lookup(service, clock, retries=3)
+    service.always_fail = 301
+    with pytest.raises(TransientError, match="http_301"):
+        lookup.profile("user-1")
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"name": "Ada"}', b'{"name": "Ada", "email": 42}', b'{"email": "x"}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"name": "Ada"}',
+        b'{"name": "Ada", "email": 42}',
+        b'{"name": "Ada", "email": null}',
+        b'{"email": "x"}',
+    ],
 )
-def test_a_malformed_answer_is_transient_and_its_body_is_not_repeated(
+def test_a_malformed_profile_is_unusable_and_its_body_is_not_repeated(
     lookup: ProfileLookup, service: FakeUserService, body: bytes
 ) -> None:
     service.always_fail = lambda request: answer(200, content=body)
-    with pytest.raises(TransientError) as raised:
+    with pytest.raises(ProfileUnusable, match="malformed_profile") as raised:
         lookup.profile("user-1")
     assert "Ada" not in str(raised.value)
     assert raised.value.__cause__ is None

@@ -450,3 +450,46 @@ def test_record_not_sent_changes_nothing_outside_a_trial(clock: FakeClock) -> No
     assert breaker.state is CircuitState.OPEN
     breaker.record_not_sent()
     assert breaker.is_refusing()
+
+
+# --- What an answer tells the circuit breaker ---------------------------------------------
+
+
+def test_a_busy_answer_is_retried_without_counting_against_the_service(clock: FakeClock) -> None:
+    service = Service(clock)
+    service.answers = [answer(409), answer(409)]
+    http = make_http(service, clock, circuit_failure_threshold=1)
+    response = http.request("POST", "/thing", retry_statuses={409, 503}, busy_statuses={409})
+    assert response.status_code == 200
+    assert len(service.started_at) == 3
+    assert http.breaker.state is CircuitState.CLOSED
+
+
+def test_a_retried_status_that_is_not_busy_opens_the_circuit(clock: FakeClock) -> None:
+    service = Service(clock)
+    service.answers = [answer(409)]
+    http = make_http(service, clock, circuit_failure_threshold=1)
+    with pytest.raises(CircuitOpen):
+        http.request("POST", "/thing", retry_statuses={409})
+    assert http.breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_returned_and_count_as_failures(
+    clock: FakeClock, status: int
+) -> None:
+    service = Service(clock)
+    service.answers = [answer(status)]
+    http = make_http(service, clock, circuit_failure_threshold=1)
+    assert http.request("GET", "/thing").status_code == status
+    assert len(service.started_at) == 1  # not retried within the call
+    assert http.breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_a_final_answer_says_the_service_is_up(clock: FakeClock, status: int) -> None:
+    service = Service(clock)
+    service.answers = [answer(status)]
+    http = make_http(service, clock, circuit_failure_threshold=1)
+    assert http.request("GET", "/thing").status_code == status
+    assert http.breaker.state is CircuitState.CLOSED
