@@ -62,12 +62,12 @@ class SandboxGateway:
         with self._lock:
             self.requests += 1
             if path == "/v1/_sandbox/stats" and method == "GET":
-                return HTTPStatus.OK, self.stats(), 0.0
+                return Answer(HTTPStatus.OK, self.stats())
             delay = self.answer_delay_seconds
             if not self.available:
-                return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "sandbox outage"}, delay
+                return Answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "sandbox outage"}, delay)
             if key is None:
-                return (
+                return Answer(
                     HTTPStatus.BAD_REQUEST,
                     {"error": "Idempotency-Key header is required"},
                     delay,
@@ -76,13 +76,13 @@ class SandboxGateway:
             if key in self._answers:
                 seen_fingerprint, status, answer = self._answers[key]
                 if seen_fingerprint != fingerprint:
-                    return (
+                    return Answer(
                         HTTPStatus.UNPROCESSABLE_ENTITY,
                         {"error": "key reused with another body"},
                         delay,
                     )
                 self.replays += 1
-                return status, answer, delay
+                return Answer(status, answer, delay)
             status, answer = self._route(method, path, json.loads(body or b"{}"))
             if status < 500:
                 self._answers[key] = (fingerprint, status, answer)
@@ -93,7 +93,7 @@ class SandboxGateway:
         wait = _WAIT.search(body)
         if wait is not None:
             delay = max(delay, int(wait.group(1)) / 1000)
-        return status, answer, delay
+        return Answer(status, answer, delay)
 
     def _route(self, method: str, path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if method == "POST" and path == "/v1/authorizations":
@@ -163,5 +163,5 @@ class SandboxGatewayServer(JsonServer):
 
     def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if path == "/v1/_sandbox/stats" and method == "GET":
-            return HTTPStatus.OK, {**self.gateway.stats(), **self.counters.as_json()}, 0.0
+            return Answer(HTTPStatus.OK, {**self.gateway.stats(), **self.counters.as_json()})
         return self.gateway.answer(method, path, headers.get("idempotency-key"), body)

@@ -4,7 +4,9 @@ It is one asyncio event loop in one thread: a request whose answer is delayed (a
 that answers after 100 ms, or a ``slow`` token) holds a timer, not a thread, so thousands
 of calls can wait at once, and a request costs some tens of microseconds of CPU, so the
 benchmark measures the worker rather than its stand-ins (``python -m bench.sandbox_load``
-measures it). Only what the worker's HTTP client and the tests send is understood:
+measures it). A handler's ``Answer`` is a JSON object or raw bytes, with optional extra
+headers, a delay, and a callback for when it has been written (or was due: its connection
+closed first). Only what the worker's HTTP client and the tests send is understood:
 HTTP/1.1 with keep-alive, bodies with a ``Content-Length``; anything else is refused.
 """
 
@@ -12,19 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import resource
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Self
 
-# What a handler answers: status, JSON body, and seconds to wait before sending it (the
-# request has taken effect at once; only the answer comes late).
-Answer = tuple[int, dict[str, Any], float]
+
+@dataclass(slots=True)  # not frozen: a third of the cost to make, and one is made per request
+class Answer:
+    """What a handler answers (not changed once returned); ``status`` and ``body`` needed.
+
+    ``body``: a JSON object, or raw bytes (sent as ``text/plain`` unless ``headers`` name a
+    Content-Type). ``delay``: seconds to wait before sending it (the request has taken
+    effect at once; only the answer comes late). ``headers``: extra answer headers.
+    ``done``: called once in the loop's thread when the answer has been written; if its
+    connection closes first, when it was due; if the server stops first, then.
+    """
+
+    status: int
+    body: dict[str, Any] | bytes
+    delay: float = 0.0
+    headers: Mapping[str, str] | None = None
+    done: Callable[[], None] | None = None
+
+
 # (method, path, headers with lower-case names, body) -> answer
 Handle = Callable[[str, str, dict[str, str], bytes], Answer]
 
@@ -74,18 +93,37 @@ _STATUS_LINES: dict[int, bytes] = {
 }
 
 
-def _response(status: int, answer: dict[str, Any], close: bool) -> bytes:
-    body = json.dumps(answer, separators=(",", ":")).encode()
+def _response(
+    status: int,
+    answer: dict[str, Any] | bytes,
+    close: bool,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
     head = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()
+    if isinstance(answer, bytes):
+        body = answer
+        content_type = b"Content-Type: text/plain; charset=utf-8\r\n"
+    else:
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        content_type = b"Content-Type: application/json\r\n"
+    if headers:
+        lines = [f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items()]
+        if any(name.lower() == "content-type" for name in headers):
+            content_type = b""
+        content_type += b"".join(lines)
     return b"".join(
         (
             head,
-            b"Content-Type: application/json\r\nContent-Length: ",
+            content_type,
+            b"Content-Length: ",
             str(len(body)).encode(),
             b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n",
             body,
         )
     )
+
+
+_FAILED = Answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "failed"})
 
 
 class _BadRequest(Exception):
@@ -147,6 +185,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._pending: asyncio.TimerHandle | None = None  # a delayed answer
+        self._pending_done: Callable[[], None] | None = None  # its ``Answer.done``
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not isinstance(transport, asyncio.Transport):
@@ -157,8 +196,11 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pending is not None:
             self._pending.cancel()
-            self._pending = None
             self._server.counters.waiting -= 1
+            done, self._pending_done = self._pending_done, None
+            if done is not None:  # never written: done when it was due (or at stop)
+                self._server.answer_lost(self._pending.when(), done)
+            self._pending = None
         self._transport = None
         self._server.closed(self)
 
@@ -184,32 +226,46 @@ class _Connection(asyncio.Protocol):
                 return
             counters = self._server.counters
             counters.requests += 1
+            answer: Answer | None = None
             try:
-                status, answer, delay = self._server.handle(
+                answer = self._server.handle(
                     request.method, request.path, request.headers, request.body
+                )
+                payload = _response(
+                    answer.status, answer.body, not request.keep_alive, answer.headers
                 )
             except Exception:  # a stand-in's bug (or a body it cannot read): a 500, logged
                 _log.exception("the sandbox handler failed")
-                status, answer, delay = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "failed"}, 0.0
-            payload = _response(status, answer, not request.keep_alive)
-            if delay > 0:
+                if answer is not None and answer.done is not None:
+                    answer.done()
+                answer = _FAILED
+                payload = _response(answer.status, answer.body, not request.keep_alive)
+            if answer.delay > 0:
                 counters.waiting += 1
                 counters.max_waiting = max(counters.max_waiting, counters.waiting)
                 loop = asyncio.get_running_loop()
+                self._pending_done = answer.done
                 self._pending = loop.call_later(
-                    delay, self._answer_late, payload, request.keep_alive
+                    answer.delay, self._answer_late, payload, request.keep_alive
                 )
                 return
             self._transport.write(payload)
+            if answer.done is not None:
+                answer.done()
             if not request.keep_alive:
                 self._transport.close()
 
     def _answer_late(self, payload: bytes, keep_alive: bool) -> None:
         self._pending = None
         self._server.counters.waiting -= 1
+        done, self._pending_done = self._pending_done, None
         if self._transport is None:
+            if done is not None:
+                done()
             return
         self._transport.write(payload)
+        if done is not None:
+            done()
         if not keep_alive:
             self._transport.close()
             return
@@ -235,16 +291,26 @@ class JsonServer:
             self._socket.close()
             raise
         self._socket.setblocking(False)
+        self._address: tuple[str, int] = self._socket.getsockname()[:2]
         self._loop = asyncio.new_event_loop()
         self._connections: set[_Connection] = set()
+        # ``Answer.done`` of answers whose connection closed before they were due.
+        self._lost: dict[int, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
+        self._lost_ids = itertools.count()
+        self._stopping = False
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._serving = threading.Event()
 
     @property
     def url(self) -> str:
-        host, port = self._socket.getsockname()[:2]
+        """Known from construction on, and still after ``stop`` (to serve that port again)."""
+        host, port = self._address
         return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return self._address[1]
 
     def opened(self, connection: _Connection) -> None:
         self._connections.add(connection)
@@ -271,7 +337,23 @@ class JsonServer:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
 
+    def answer_lost(self, when: float, done: Callable[[], None]) -> None:
+        """An answer whose connection closed before it was due: the request is still being
+        answered until then, so its ``done`` comes at that time, or when the server stops
+        (its answers are lost, like a crashed process's)."""
+        if self._stopping:
+            done()
+            return
+        lost = next(self._lost_ids)
+
+        def due() -> None:
+            del self._lost[lost]
+            done()
+
+        self._lost[lost] = (self._loop.call_at(when, due), done)
+
     def _close_everything(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         else:
@@ -280,6 +362,10 @@ class JsonServer:
             connection.close()
         # Let the transports run their close callbacks before the loop goes.
         self._loop.run_until_complete(asyncio.sleep(0))
+        for timer, done in self._lost.values():
+            timer.cancel()
+            done()
+        self._lost.clear()
 
     def start(self) -> Self:
         self._thread = threading.Thread(target=self._run, name="sandbox-http", daemon=True)

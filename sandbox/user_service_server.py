@@ -59,6 +59,6 @@ class UserServiceStubServer(JsonServer):
 
     def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if path == "/v1/_sandbox/stats" and method == "GET":
-            return HTTPStatus.OK, {"calls": self.stub.calls, **self.counters.as_json()}, 0.0
+            return Answer(HTTPStatus.OK, {"calls": self.stub.calls, **self.counters.as_json()})
         status, answer = self.stub.handle(path)
-        return status, answer, self.answer_delay_seconds
+        return Answer(status, answer, self.answer_delay_seconds)
