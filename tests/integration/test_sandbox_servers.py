@@ -1,15 +1,20 @@
-"""The sandbox servers hold delayed answers without a thread each (sandbox/json_server.py).
+"""The sandbox servers over real HTTP on loopback: delayed answers without a thread each
+(sandbox/json_server.py), and the gateway's contract (sandbox/gateway_server.py).
 
-No timing is asserted: that thousands of calls wait at once is read from the server's own
-counters and the process's thread count, and a delayed call still gets its answer.
+That thousands of calls wait at once is read from the server's own counters and the
+process's thread count, not from timings. The gateway's tests cover customers and their
+profiles, idempotent replays, 422 and 409 (a delayed answer), cancels before and after
+the authorization, the records, and a restart on the same port keeping the state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -98,3 +103,392 @@ def test_the_user_service_stand_in_can_delay_its_answers_too() -> None:
         assert stats["maxAnswersWaiting"] >= 1
     finally:
         server.stop()
+
+
+# The gateway's contract (the shared spec of issue 13): real HTTP on loopback.
+
+
+def _encode(body: object) -> bytes:
+    """Request bodies are byte-identical on every try, as the worker's are."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _send(port: int, path: str, body: dict[str, object], key: str) -> socket.socket:
+    """Sends one POST on its own connection and returns it unread (its answer may wait)."""
+    data = _encode(body)
+    connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+    connection.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: {key}\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+        + data
+    )
+    return connection
+
+
+def _read(connection: socket.socket) -> tuple[int, dict[str, object]] | None:
+    """The answer on a ``Connection: close`` connection, or None when it closed without one."""
+    chunks = []
+    with connection:
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    if not chunks:
+        return None
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.005)
+
+
+def _authorize(token: str, reference: str, customer: str | None = None) -> dict[str, object]:
+    return {
+        "reference": reference,
+        "amount": 1250,
+        "currency": "EUR",
+        "token": token,
+        "customer": customer,
+    }
+
+
+@pytest.fixture
+def gateway() -> Iterator[SandboxGatewayServer]:
+    server = SandboxGatewayServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(gateway: SandboxGatewayServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=5) as http:
+        yield http
+
+
+def _post(client: httpx.Client, path: str, body: object, key: str) -> httpx.Response:
+    return client.post(path, content=_encode(body), headers={"Idempotency-Key": key})
+
+
+def test_a_customer_is_created_by_reference_and_its_profile_is_checked_never_kept(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    created = _post(client, "/v1/customers", {"reference": "user-1"}, "c1")
+    assert created.status_code == 201
+    customer = created.json()["id"]
+    assert customer.startswith("cus_")
+    assert gateway.gateway.records()["customers"] == [
+        {"id": customer, "reference": "user-1", "hasProfile": False, "tokens": []}
+    ]
+
+    profile = {"name": "Ada Lovelace", "email": "ada@example.org"}
+    for key, bad in [
+        ("p-empty", {"name": "", "email": "ada@example.org"}),
+        ("p-blank", {"name": "  ", "email": "ada@example.org"}),
+        ("p-no-at", {"name": "Ada", "email": "ada.example.org"}),
+        ("p-missing", {"name": "Ada"}),
+    ]:
+        assert _post(client, f"/v1/customers/{customer}", bad, key).status_code == 400
+    assert gateway.gateway.records()["customers"][0]["hasProfile"] is False
+    assert _post(client, "/v1/customers/cus_nobody", profile, "p-404").status_code == 404
+
+    first = _post(client, f"/v1/customers/{customer}", profile, "p1")
+    again = _post(client, f"/v1/customers/{customer}", profile, "p2")  # the same values: harmless
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json() == {"id": customer}
+    records = client.get("/v1/_sandbox/records").json()
+    assert records["customers"] == [
+        {"id": customer, "reference": "user-1", "hasProfile": True, "tokens": []}
+    ]
+    assert "Ada" not in json.dumps(records)
+    assert "ada@example.org" not in json.dumps(records)
+
+
+def test_the_older_create_with_a_profile_is_checked_too(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    bad = _post(client, "/v1/customers", {"name": "Ada", "email": "nope"}, "old-bad")
+    good = _post(client, "/v1/customers", {"name": "Ada", "email": "a@b.c"}, "old-good")
+    assert bad.status_code == 400
+    assert good.status_code == 201
+    (customer,) = gateway.gateway.records()["customers"]
+    assert customer == {
+        "id": good.json()["id"],
+        "reference": None,
+        "hasProfile": True,
+        "tokens": [],
+    }
+
+
+def test_cards_and_deletion_need_a_live_customer(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    customer = _post(client, "/v1/customers", {"reference": "user-2"}, "c2").json()["id"]
+    base = f"/v1/customers/{customer}"
+    attach_a = _post(client, f"{base}/payment-methods", {"token": "tok_a"}, "a1")
+    attach_b = _post(client, f"{base}/payment-methods", {"token": "tok_b"}, "a2")
+    detach_a = _post(client, f"{base}/payment-methods/detach", {"token": "tok_a"}, "d1")
+    assert (attach_a.status_code, attach_a.json()) == (201, {"attached": True})
+    assert attach_b.status_code == 201
+    assert (detach_a.status_code, detach_a.json()) == (200, {"detached": True})
+    assert gateway.gateway.records()["customers"][0]["tokens"] == ["tok_b"]
+    assert gateway.gateway.stats()["attachedTokens"] == 1
+
+    deleted = _post(client, f"{base}/delete", {}, "del1")
+    assert (deleted.status_code, deleted.json()) == (200, {"deleted": True})
+    for path, key in [
+        (f"{base}/payment-methods", "a3"),
+        (f"{base}/payment-methods/detach", "d2"),
+        (f"{base}/delete", "del2"),
+        (base, "p3"),
+    ]:
+        answer = _post(client, path, {"token": "tok_c", "name": "A", "email": "a@b"}, key)
+        assert answer.status_code == 404, path
+        assert answer.json() == {"error": "no such customer"}
+    records = gateway.gateway.records()
+    assert records["customers"] == []
+    assert records["deletedCustomers"] == [{"id": customer, "reference": "user-2"}]
+    stats = gateway.gateway.stats()
+    assert (stats["customers"], stats["deletedCustomers"]) == (0, 1)
+
+
+def test_a_repeated_key_replays_the_first_answer_and_another_body_is_refused(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    body = _authorize("tok_ok", "pay-1")
+    first = _post(client, "/v1/authorizations", body, "k1")
+    again = _post(client, "/v1/authorizations", body, "k1")
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert first.json()["status"] == "approved"
+
+    changed = _post(client, "/v1/authorizations", {**body, "amount": 1}, "k1")
+    other_path = _post(client, "/v1/customers", body, "k1")
+    for refused in (changed, other_path):
+        assert refused.status_code == 422
+        assert refused.json() == {"error": "key reused with another body"}
+    assert gateway.gateway.stats()["authorizations"] == 1
+    assert gateway.gateway.stats()["replays"] == 1
+    assert gateway.gateway.stats()["customers"] == 0
+
+
+def test_answers_of_500_and_more_are_not_kept_and_a_retry_runs_again(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    body = _authorize("tok_ok", "pay-2")
+    gateway.gateway.available = False
+    outage = _post(client, "/v1/authorizations", body, "k2")
+    gateway.gateway.available = True
+    retried = _post(client, "/v1/authorizations", body, "k2")
+    assert outage.status_code == 503
+    assert retried.status_code == 201
+    unavailable = _authorize("tok_unavailable", "pay-3")
+    assert _post(client, "/v1/authorizations", unavailable, "k3").status_code == 503
+    assert _post(client, "/v1/authorizations", unavailable, "k3").status_code == 503
+    assert gateway.gateway.stats()["authorizations"] == 1
+    assert gateway.gateway.stats()["replays"] == 0
+
+
+def test_requests_without_a_key_or_a_json_object_are_refused(client: httpx.Client) -> None:
+    no_key = client.post("/v1/authorizations", json=_authorize("tok_ok", "pay-4"))
+    not_json = client.post(
+        "/v1/authorizations", content=b"<xml/>", headers={"Idempotency-Key": "k4"}
+    )
+    assert no_key.status_code == 400
+    assert not_json.status_code == 400
+
+
+def test_a_key_in_flight_is_answered_409_until_its_answer_is_written(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    body = _authorize("tok_wait00300ms_a", "pay-5")
+    pending = _send(gateway.port, "/v1/authorizations", body, "k5")
+    _wait_until(lambda: gateway.counters.waiting == 1)
+    # Its effect is immediate; only its answer waits.
+    assert gateway.gateway.stats()["authorizations"] == 1
+    busy = _post(client, "/v1/authorizations", body, "k5")
+    busy_other_body = _post(client, "/v1/authorizations", {**body, "amount": 2}, "k5")
+    for refused in (busy, busy_other_body):
+        assert refused.status_code == 409
+        assert refused.json() == {"error": "request with this key in progress"}
+    first = _read(pending)
+    assert first is not None
+    assert first[0] == 201
+    replay = _post(client, "/v1/authorizations", body, "k5")
+    assert (replay.status_code, replay.json()) == (201, first[1])
+    assert gateway.gateway.stats()["authorizations"] == 1
+
+
+def test_a_key_stays_in_flight_until_its_answer_was_due_though_the_client_gave_up(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    slow = _authorize("tok_slow_b", "pay-6")
+    pending = _send(gateway.port, "/v1/authorizations", slow, "k6")
+    _wait_until(lambda: gateway.counters.waiting == 1)
+    pending.close()  # a client timeout: the answer (due after 3 s) will never be written
+    _wait_until(lambda: gateway.counters.waiting == 0)
+    assert _post(client, "/v1/authorizations", slow, "k6").status_code == 409
+
+    body = _authorize("tok_wait00300ms_c", "pay-6c")
+    started = time.monotonic()
+    _send(gateway.port, "/v1/authorizations", body, "k6c").close()
+    _wait_until(lambda: gateway.gateway.stats()["authorizations"] == 2)
+    assert _post(client, "/v1/authorizations", body, "k6c").status_code == 409
+    _wait_until(lambda: time.monotonic() - started > 0.35)
+    retried = _post(client, "/v1/authorizations", body, "k6c")
+    record = gateway.gateway.records()["authorizations"][1]
+    assert retried.status_code == 201
+    assert retried.json() == {"id": record["id"], "status": "approved"}
+
+
+def test_cancel_after_authorize_voids_an_approval_and_leaves_a_decline(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    approved = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-7"), "auth-7")
+    declined = _post(client, "/v1/authorizations", _authorize("tok_decline", "pay-8"), "auth-8")
+    cancels = [
+        _post(client, "/v1/authorizations/cancel", {"requestKey": k, "reference": r}, f"c-{k}")
+        for k, r in [("auth-7", "pay-7"), ("auth-8", "pay-8")]
+    ]
+    assert [c.status_code for c in cancels] == [200, 200]
+    assert [c.json() for c in cancels] == [
+        {"cancelled": True, "authorization": approved.json()["id"]},
+        {"cancelled": True, "authorization": declined.json()["id"]},
+    ]
+    # The cancel request is idempotent under its own key.
+    again = _post(
+        client,
+        "/v1/authorizations/cancel",
+        {"requestKey": "auth-7", "reference": "pay-7"},
+        "c-auth-7",
+    )
+    assert again.json() == cancels[0].json()
+    records = gateway.gateway.records()
+    assert [(a["reference"], a["status"], a["declineCode"]) for a in records["authorizations"]] == [
+        ("pay-7", "voided", None),
+        ("pay-8", "declined", "insufficient_funds"),
+    ]
+    assert records["cancellations"] == [
+        {"requestKey": "auth-7", "reference": "pay-7", "authorization": approved.json()["id"]},
+        {"requestKey": "auth-8", "reference": "pay-8", "authorization": declined.json()["id"]},
+    ]
+    # The authorize request's stored answer is still its first one.
+    replay = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-7"), "auth-7")
+    assert replay.json() == approved.json()
+    no_key = _post(client, "/v1/authorizations/cancel", {"reference": "pay-7"}, "c-none")
+    assert no_key.status_code == 400
+
+
+def test_cancel_before_authorize_tombstones_the_key_and_the_late_authorize_is_declined(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    cancel = {"requestKey": "auth-9", "reference": "pay-9"}
+    cancelled = _post(client, "/v1/authorizations/cancel", cancel, "c-9")
+    assert (cancelled.status_code, cancelled.json()) == (
+        200,
+        {"cancelled": True, "authorization": None},
+    )
+    late = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-9", "cus_1"), "auth-9")
+    assert late.status_code == 201
+    late_id = late.json()["id"]
+    assert late.json() == {"id": late_id, "status": "declined", "declineCode": "cancelled"}
+    replay = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-9", "cus_1"), "auth-9")
+    assert replay.json() == late.json()
+    # A tombstoned key is declined even where the token would have been an outage.
+    cancel_10 = {"requestKey": "auth-10", "reference": "pay-10"}
+    _post(client, "/v1/authorizations/cancel", cancel_10, "c-10")
+    outage = _post(client, "/v1/authorizations", _authorize("tok_unavailable", "pay-10"), "auth-10")
+    assert (outage.status_code, outage.json()["declineCode"]) == (201, "cancelled")
+    # A second cancel finds the declined authorization and leaves it so.
+    second = _post(client, "/v1/authorizations/cancel", cancel, "c-9-again")
+    assert second.json() == {"cancelled": True, "authorization": late_id}
+
+    records = gateway.gateway.records()
+    assert records["cancellations"] == [
+        {"requestKey": "auth-9", "reference": "pay-9", "authorization": None},
+        {"requestKey": "auth-10", "reference": "pay-10", "authorization": None},
+        {"requestKey": "auth-9", "reference": "pay-9", "authorization": late_id},
+    ]
+    assert records["authorizations"][0] == {
+        "id": late_id,
+        "requestKey": "auth-9",
+        "reference": "pay-9",
+        "status": "declined",
+        "declineCode": "cancelled",
+        "customer": "cus_1",
+        "amount": 1250,
+        "currency": "EUR",
+        "token": "tok_ok",
+    }
+    assert [a["status"] for a in records["authorizations"]] == ["declined", "declined"]
+
+
+def test_records_over_http_are_the_python_records_and_stats_keep_their_keys(
+    gateway: SandboxGatewayServer, client: httpx.Client
+) -> None:
+    customer = _post(client, "/v1/customers", {"reference": "user-r"}, "c-r").json()["id"]
+    _post(client, f"/v1/customers/{customer}/payment-methods", {"token": "tok_r"}, "a-r")
+    _post(client, "/v1/authorizations", _authorize("tok_r", "pay-r", customer), "auth-r")
+    _post(client, "/v1/authorizations/cancel", {"requestKey": "x", "reference": "y"}, "c-x")
+    over_http = client.get("/v1/_sandbox/records")
+    assert over_http.status_code == 200
+    assert over_http.json() == gateway.gateway.records()
+    assert over_http.json()["authorizations"][0]["customer"] == customer
+    stats = client.get("/v1/_sandbox/stats").json()
+    assert {
+        "authorizations": 1,
+        "customers": 1,
+        "attachedTokens": 1,
+        "deletedCustomers": 0,
+        "cancellations": 1,
+        "replays": 0,
+        "faultsAnswered": 0,
+    }.items() <= stats.items()
+    assert {
+        "requests",
+        "openConnections",
+        "maxOpenConnections",
+        "answersWaiting",
+        "maxAnswersWaiting",
+    } <= set(stats)
+    assert client.get("/v1/_sandbox/nothing").status_code == 404
+
+
+def test_a_new_server_on_the_same_port_serves_the_same_state() -> None:
+    first = SandboxGatewayServer().start()
+    port, url = first.port, first.url
+    try:
+        with httpx.Client(base_url=first.url, timeout=5) as client:
+            stored = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-s"), "s1")
+            tomb = {"requestKey": "s3", "reference": "pay-t"}
+            _post(client, "/v1/authorizations/cancel", tomb, "c-s3")
+        in_flight_body = _authorize("tok_wait02000ms_s", "pay-f")
+        pending = _send(port, "/v1/authorizations", in_flight_body, "s2")
+        given_up_body = _authorize("tok_wait05000ms_g", "pay-g")
+        _send(port, "/v1/authorizations", given_up_body, "s4").close()
+        _wait_until(lambda: first.gateway.stats()["authorizations"] == 3)
+    finally:
+        first.stop()
+    assert _read(pending) is None  # lost with the stopped server, like a crashed process's
+
+    second = SandboxGatewayServer(port=port, gateway=first.gateway).start()
+    try:
+        assert second.url == url
+        with httpx.Client(base_url=second.url, timeout=5) as client:
+            replay = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-s"), "s1")
+            retried = _post(client, "/v1/authorizations", in_flight_body, "s2")
+            given_up = _post(client, "/v1/authorizations", given_up_body, "s4")
+            late = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-t"), "s3")
+            changed = _post(client, "/v1/authorizations", _authorize("tok_x", "pay-s"), "s1")
+            stats = client.get("/v1/_sandbox/stats").json()
+        assert (replay.status_code, replay.json()) == (201, stored.json())
+        # Their stored answers: the keys are not in flight any more.
+        assert (retried.status_code, given_up.status_code) == (201, 201)
+        assert late.json()["declineCode"] == "cancelled"
+        assert changed.status_code == 422
+        assert stats["authorizations"] == 4
+        assert stats["replays"] == 3
+        assert stats["requests"] == 6  # the server's counters are the new server's own
+    finally:
+        second.stop()
