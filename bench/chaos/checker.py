@@ -1,4 +1,5 @@
-"""After the chaos: Postgres and a read_committed read of every topic against the model.
+"""After the chaos: Postgres and a read_committed read of every topic against the model,
+and the sandbox gateway's own records against Postgres and the events.
 
 Each check counts its violations and keeps a few examples; the run passes only when every
 count is zero.
@@ -63,7 +64,7 @@ class DatabaseRows:
     methods: dict[str, PaymentMethod]
     payments: dict[str, Payment]
     sequences: dict[str, int]
-    gateway_customers: set[str]
+    gateway_customers: dict[str, str]  # user id -> the gateway's customer id
 
 
 def read_database(engine: Engine) -> DatabaseRows:
@@ -86,8 +87,85 @@ def read_database(engine: Engine) -> DatabaseRows:
             row.stream_key: row.last_sequence
             for row in connection.execute(select(stream_sequences))
         }
-        customers = {row.user_id for row in connection.execute(select(gateway_customers.c.user_id))}
+        customers = {
+            row.user_id: row.customer_id
+            for row in connection.execute(
+                select(gateway_customers.c.user_id, gateway_customers.c.customer_id)
+            )
+        }
     return DatabaseRows(inbox_rows, methods, payment_rows, sequences, customers)
+
+
+@dataclass(frozen=True)
+class GatewayAuthorization:
+    authorization_id: str
+    request_key: str | None
+    reference: str | None  # the payment id
+    status: str  # approved, declined or voided
+    amount: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class GatewayCustomer:
+    customer_id: str
+    reference: str | None  # the user id
+    has_profile: bool
+    tokens: frozenset[str]
+
+
+@dataclass(frozen=True)
+class GatewayRecords:
+    """What the sandbox gateway holds after the run (``GET /v1/_sandbox/records``)."""
+
+    authorizations: list[GatewayAuthorization]
+    customers: list[GatewayCustomer]  # live ones
+    deleted_customers: list[tuple[str, str | None]]  # (id, reference)
+    cancellations: int
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> GatewayRecords:
+        def text(value: object) -> str | None:
+            return None if value is None else str(value)
+
+        return cls(
+            authorizations=[
+                GatewayAuthorization(
+                    authorization_id=str(item["id"]),
+                    request_key=text(item.get("requestKey")),
+                    reference=text(item.get("reference")),
+                    status=str(item.get("status")),
+                    amount=item.get("amount"),
+                    currency=text(item.get("currency")),
+                )
+                for item in document.get("authorizations", [])
+            ],
+            customers=[
+                GatewayCustomer(
+                    customer_id=str(item["id"]),
+                    reference=text(item.get("reference")),
+                    has_profile=bool(item.get("hasProfile")),
+                    tokens=frozenset(str(token) for token in item.get("tokens") or ()),
+                )
+                for item in document.get("customers", [])
+            ],
+            deleted_customers=[
+                (str(item["id"]), text(item.get("reference")))
+                for item in document.get("deletedCustomers", [])
+            ],
+            cancellations=len(document.get("cancellations", [])),
+        )
+
+    def summary(self) -> str:
+        statuses = Counter(a.status for a in self.authorizations)
+        return (
+            f"{len(self.authorizations)} authorizations ("
+            + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+            + f"), {self.cancellations} cancellations, {len(self.customers)} live customers "
+            f"({sum(1 for c in self.customers if not c.has_profile)} without a profile, "
+            f"{sum(len(c.tokens) for c in self.customers)} attached tokens), "
+            f"{len(self.deleted_customers)} deleted customers"
+        )
 
 
 def _by_key(records: list[Record]) -> dict[bytes | None, list[Record]]:
@@ -102,10 +180,17 @@ def _short(key: bytes | None) -> str:
 
 
 class Checker:
-    def __init__(self, expectation: Expectation, observed: Observed, rows: DatabaseRows) -> None:
+    def __init__(
+        self,
+        expectation: Expectation,
+        observed: Observed,
+        rows: DatabaseRows,
+        gateway: GatewayRecords,
+    ) -> None:
         self._expected = expectation
         self._observed = observed
         self._rows = rows
+        self._gateway = gateway
         self._events = [(record, record.json()) for record in observed.events]
         self._results = [(record, record.json()) for record in observed.results]
 
@@ -122,6 +207,10 @@ class Checker:
             self._state_matches_events(),
             self._payments_match_events(),
             self._state_matches_model(),
+            self._authorizations_kept_or_voided(),
+            self._stored_customers_exist(),
+            self._erased_customers_gone(),
+            self._tokens_attached_as_stored(),
             self._lag(),
             self._workers(),
         ]
@@ -387,8 +476,153 @@ class Checker:
             for key, state in self._expected.keys.items()
             if state.has_gateway_customer
         }
-        for user_id in customers ^ self._rows.gateway_customers:
+        for user_id in customers ^ set(self._rows.gateway_customers):
             check.fail(f"user {user_id}: gateway customer reference differs from the model")
+        return check
+
+    # --- the gateway's records -------------------------------------------------------
+
+    def _authorizations_kept_or_voided(self) -> Check:
+        """Every approved authorization is a stored authorized payment's, and vice versa."""
+        check = Check(
+            "gateway authorizations neither kept nor voided (or kept payments without one)"
+        )
+        authorized: dict[str, set[str]] = defaultdict(set)  # payment id -> authorization ids
+        for _, document in self._events:
+            if document["type"] == "PaymentAuthorized":
+                payload = document["payload"]
+                authorized[payload["paymentId"]].add(payload["authorizationId"])
+        approved: dict[str, GatewayAuthorization] = {}
+        for authorization in self._gateway.authorizations:
+            if authorization.status != "approved":
+                continue  # declined, or voided: nothing was kept
+            approved[authorization.authorization_id] = authorization
+            payment = self._rows.payments.get(authorization.reference or "")
+            where = (
+                f"approved {authorization.authorization_id} (key {authorization.request_key}) "
+                f"for {authorization.reference}"
+            )
+            if payment is None:
+                check.fail(f"{where}: no such payment stored, and not voided")
+            elif payment.status != "authorized":
+                check.fail(f"{where}: the payment is {payment.status}, and it was not voided")
+            elif authorization.authorization_id not in authorized[payment.payment_id]:
+                check.fail(
+                    f"{where}: the payment's PaymentAuthorized names "
+                    f"{sorted(authorized[payment.payment_id])}, and it was not voided"
+                )
+            elif (authorization.amount, authorization.currency) != (
+                payment.amount,
+                payment.currency,
+            ):
+                check.fail(
+                    f"{where}: {authorization.amount} {authorization.currency}, "
+                    f"the payment {payment.amount} {payment.currency}"
+                )
+        for payment in self._rows.payments.values():
+            if payment.status != "authorized":
+                continue
+            ids = authorized.get(payment.payment_id, set())
+            kept = [i for i in ids if i in approved and approved[i].reference == payment.payment_id]
+            if not kept:
+                statuses = {
+                    a.authorization_id: a.status
+                    for a in self._gateway.authorizations
+                    if a.reference == payment.payment_id or a.authorization_id in ids
+                }
+                check.fail(
+                    f"authorized payment {payment.payment_id} (events name {sorted(ids)}) has "
+                    f"no approved gateway authorization; the gateway has {statuses}"
+                )
+        return check
+
+    def _stored_customers_exist(self) -> Check:
+        check = Check(
+            "stored gateway customers not live at the gateway with their user as reference"
+        )
+        live = {customer.customer_id: customer for customer in self._gateway.customers}
+        deleted = {customer_id for customer_id, _ in self._gateway.deleted_customers}
+        owners: dict[str, list[str]] = defaultdict(list)
+        for user_id, customer_id in sorted(self._rows.gateway_customers.items()):
+            owners[customer_id].append(user_id)
+            customer = live.get(customer_id)
+            if customer is None:
+                gone = "deleted" if customer_id in deleted else "never created"
+                check.fail(f"user {user_id}: stored customer {customer_id} is {gone}")
+            elif customer.reference != user_id:
+                check.fail(
+                    f"user {user_id}: stored customer {customer_id} has reference "
+                    f"{customer.reference}"
+                )
+        for customer_id, users in owners.items():
+            if len(users) > 1:
+                check.fail(f"customer {customer_id} stored for {len(users)} users: {users[:3]}")
+        return check
+
+    def _erased_customers_gone(self) -> Check:
+        """After an erasure that had a customer: it is deleted, and no other one lives on
+        for the user but one stored for a card saved after the erasure."""
+        check = Check("erased users' gateway customers not deleted")
+        live: dict[str, list[str]] = defaultdict(list)
+        for customer in self._gateway.customers:
+            live[customer.reference or ""].append(customer.customer_id)
+        deleted = Counter(reference or "" for _, reference in self._gateway.deleted_customers)
+        for key, state in self._expected.keys.items():
+            user_id = stream_user_id(key)
+            if not state.erasures_with_customer or user_id is None:
+                continue
+            stored = self._rows.gateway_customers.get(user_id)
+            if not state.has_gateway_customer and stored is not None:
+                check.fail(f"erased user {user_id}: Postgres still names customer {stored}")
+            # A card saved after the last erasure made a new customer: that one may live.
+            allowed = {stored} if stored is not None and state.has_gateway_customer else set()
+            left = sorted(set(live[user_id]) - allowed)
+            if left:
+                check.fail(f"erased user {user_id}: live customers {left} at the gateway")
+            if deleted[user_id] < state.erasures_with_customer:
+                check.fail(
+                    f"erased user {user_id}: {state.erasures_with_customer} erasures with a "
+                    f"customer, {deleted[user_id]} deleted customers with reference {user_id} "
+                    "at the gateway"
+                )
+        return check
+
+    def _tokens_attached_as_stored(self) -> Check:
+        """Active methods' tokens attached to their user's customer; removed ones detached."""
+        check = Check("gateway tokens attached otherwise than the stored methods say")
+        live = {customer.customer_id: customer for customer in self._gateway.customers}
+        holders: dict[str, list[str]] = defaultdict(list)  # token -> live customers
+        for customer in self._gateway.customers:
+            for token in customer.tokens:
+                holders[token].append(customer.customer_id)
+        tokens_ever = {
+            method_id: tokens
+            for state in self._expected.keys.values()
+            for method_id, tokens in state.method_tokens.items()
+        }
+        active: dict[str, set[str]] = defaultdict(set)  # user id -> active tokens
+        for method in self._rows.methods.values():
+            if method.active and method.gateway_token:
+                active[method.user_id].add(method.gateway_token)
+        for method in sorted(self._rows.methods.values(), key=lambda m: m.payment_method_id):
+            where = f"user {method.user_id} method {method.payment_method_id}"
+            if method.active:
+                customer_id = self._rows.gateway_customers.get(method.user_id)
+                stored = live.get(customer_id or "")
+                if method.gateway_token is None:
+                    check.fail(f"{where}: active without a token")
+                elif stored is None:
+                    check.fail(f"{where}: active, but no live stored customer ({customer_id})")
+                elif method.gateway_token not in stored.tokens:
+                    check.fail(
+                        f"{where}: token {method.gateway_token} not attached to {customer_id}"
+                    )
+                continue
+            for token in sorted(tokens_ever.get(method.payment_method_id, set())):
+                if token in active[method.user_id]:
+                    continue  # the same card saved again, as another active method
+                if holders.get(token):
+                    check.fail(f"{where}: removed, token {token} still on {holders[token]}")
         return check
 
     # --- the run itself ---------------------------------------------------------------

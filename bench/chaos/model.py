@@ -68,6 +68,10 @@ class KeyState:
     methods: dict[str, PaymentMethod] = field(default_factory=dict)
     payments: dict[str, Payment] = field(default_factory=dict)
     has_gateway_customer: bool = False
+    # Every gateway token each method held (Postgres purges a removed method's token).
+    method_tokens: dict[str, set[str]] = field(default_factory=dict)
+    # Accepted erasures that found a gateway customer to delete.
+    erasures_with_customer: int = 0
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,10 @@ class Model:
     def _apply(self, command: Command, state: KeyState, decision: Decision) -> None:
         for method in decision.changed_methods:
             state.methods[method.payment_method_id] = method
+            if method.gateway_token is not None:
+                state.method_tokens.setdefault(method.payment_method_id, set()).add(
+                    method.gateway_token
+                )
         for payment in decision.changed_payments:
             state.payments[payment.payment_id] = payment
         state.last_sequence = decision.last_sequence
@@ -219,6 +227,8 @@ class Model:
         if accepted and isinstance(command, AddPaymentMethod):
             state.has_gateway_customer = True
         if accepted and isinstance(command, EraseUserData):
+            if state.has_gateway_customer:
+                state.erasures_with_customer += 1
             state.has_gateway_customer = False
 
 

@@ -4,7 +4,8 @@ Starts a private stack (its own ``STACK_DIR`` and ports, so the shared one is ne
 disturbed), three workers in one group, the sandbox gateway and a User Service stand-in;
 produces a seeded stream of commands with duplicates and poison while killing, pausing
 and restarting things; waits until the group has caught up; then checks Postgres and
-every topic against the model (``bench.chaos.checker``). Exit status 0 when every check
+every topic against the model, and the gateway's own records against Postgres and the
+events (``bench.chaos.checker``). Exit status 0 when every check
 passes, 1 on any violation, 2 when the run itself could not be carried out.
 """
 
@@ -25,7 +26,7 @@ from confluent_kafka import KafkaError, Message
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from bench.chaos.checker import Check, Checker, Observed, read_database
+from bench.chaos.checker import Check, Checker, GatewayRecords, Observed, read_database
 from bench.chaos.environment import (
     PrivateStack,
     StackPorts,
@@ -337,7 +338,8 @@ class ChaosRun:
             lag=consumer_lag(tools),
             unexpected_worker_exits=len(running.pool.unexpected_exits),
         )
-        checks = Checker(expectation, observed, read_database(running.engine)).run()
+        records = GatewayRecords.from_json(running.gateway.gateway.records())
+        checks = Checker(expectation, observed, read_database(running.engine), records).run()
         restarts = sum(
             path.read_text(errors="replace").count("the pipeline restarts from its last commit")
             for path in self.log_dir.glob("worker-*.log")
@@ -371,8 +373,11 @@ class ChaosRun:
         )
         stats = running.gateway.gateway.stats()
         print(
-            f"gateway: {stats['authorizations']} authorizations, {stats['replays']} idempotent "
-            f"replays; User Service: {running.user_service.total_calls()} calls; "
+            f"gateway: {records.summary()}; "
+            + ", ".join(f"{name} {value}" for name, value in sorted(stats.items()))
+        )
+        print(
+            f"User Service: {running.user_service.total_calls()} calls; "
             f"pipeline restarts after dependency failures: {restarts}"
         )
         print()
