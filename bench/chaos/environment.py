@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from bench.harness import REPOSITORY, WorkerProcess
 from config.kafka import librdkafka_config
 from config.settings import Settings
+from sandbox.gateway_server import SandboxGateway, SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 
 STACK_SCRIPT = REPOSITORY / "scripts" / "stack"
@@ -111,6 +112,43 @@ class UserService:
 
     def total_calls(self) -> int:
         return self.calls + (self._server.stub.calls if self._server is not None else 0)
+
+
+class Gateway:
+    """The sandbox gateway on a fixed loopback port; a restart keeps its state.
+
+    The state (records, stored idempotent answers, tombstones, fault rules) is one
+    ``SandboxGateway`` object, served by one server at a time: a restart stops the server
+    (its in-flight answers are lost, like a crashed process's) and serves the same object
+    from a new one on the same port.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.state = SandboxGateway()
+        self._server: SandboxGatewayServer | None = SandboxGatewayServer(
+            host, 0, gateway=self.state
+        ).start()
+        self.port = int(self._server.url.rsplit(":", 1)[1])
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def start(self) -> None:
+        if self._server is None:
+            self._server = SandboxGatewayServer(self.host, self.port, gateway=self.state).start()
+            self.restarts += 1
+
+    def scripted_answers(self) -> int:
+        """How many requests scripted fault rules have answered so far."""
+        return self.state.faults.answered
 
 
 class WorkerPool:

@@ -3,9 +3,9 @@
 Starts a private stack (its own ``STACK_DIR`` and ports, so the shared one is never
 disturbed), three workers in one group, the sandbox gateway and a User Service stand-in;
 produces a seeded stream of commands with duplicates and poison while killing, pausing
-and restarting things; waits until the group has caught up; then checks Postgres and
-every topic against the model, and the gateway's own records against Postgres and the
-events (``bench.chaos.checker``). Exit status 0 when every check
+and restarting things and scripting gateway faults; waits until the group has caught up;
+then checks Postgres and every topic against the model, and the gateway's own records
+against Postgres and the events (``bench.chaos.checker``). Exit status 0 when every check
 passes, 1 on any violation, 2 when the run itself could not be carried out.
 """
 
@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 
 from bench.chaos.checker import Check, Checker, GatewayRecords, Observed, read_database
 from bench.chaos.environment import (
+    Gateway,
     PrivateStack,
     StackPorts,
     UserService,
@@ -48,13 +49,17 @@ from config.settings import (
 from domain.errors import InvalidReason
 from pipelines.kafka_clients import command_producer
 from pipelines.topics import create_topics
-from sandbox.gateway_server import SandboxGatewayServer
 from state.database import create_database_engine, upgrade_schema
 
 WORKERS = 3
 PARTITIONS = 12
 # The group notices a dead or frozen worker after this; brokers refuse less than 6 s.
 SESSION_TIMEOUT_MS = 6000
+# The workers' gateway calls: a late answer (a fault) comes after the attempt's timeout;
+# attempts and back-off stay within the budget; an open circuit retries soon.
+GATEWAY_TIMEOUT_SECONDS = 1.0
+GATEWAY_BUDGET_SECONDS = 3.0
+LATE_ANSWER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,13 @@ class Mode:
     drain_timeout: float
     pause_seconds: float
     outage_seconds: float
+    # Each gateway fault scripts about this many answers within this window.
+    gateway_burst: int
+    gateway_window_seconds: float
 
 
-SMALL = Mode("small", 3000, 150, 60.0, 150.0, 12.0, 6.0)
-FULL = Mode("full", 30000, 800, 240.0, 420.0, 14.0, 8.0)
+SMALL = Mode("small", 3000, 150, 60.0, 150.0, 12.0, 6.0, 10, 2.0)
+FULL = Mode("full", 30000, 800, 240.0, 420.0, 14.0, 8.0, 30, 4.0)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ class Running:
     tools: Settings
     engine: Engine
     pool: WorkerPool
-    gateway: SandboxGatewayServer
+    gateway: Gateway
     user_service: UserService
     injector: FaultInjector
     log: FaultLog
@@ -125,6 +133,8 @@ class ChaosRun:
             base.drain_timeout,
             base.pause_seconds,
             base.outage_seconds,
+            base.gateway_burst,
+            base.gateway_window_seconds,
         )
         self.seed = (
             options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
@@ -157,7 +167,13 @@ class ChaosRun:
             # max.poll.interval.ms is left at its default: set through kafka_extra_config
             # (strings) it crashes quixstreams at start (it divides the value by 1000). A
             # SIGSTOP freezes the heartbeat thread too, so the session timeout fences it.
-            gateway=GatewaySettings(base_url=gateway_url, allow_plain_http_on_loopback=True),
+            gateway=GatewaySettings(
+                base_url=gateway_url,
+                allow_plain_http_on_loopback=True,
+                timeout_seconds=GATEWAY_TIMEOUT_SECONDS,
+                total_budget_seconds=GATEWAY_BUDGET_SECONDS,
+                circuit_reset_seconds=3.0,
+            ),
             user_service=UserServiceSettings(
                 base_url=user_service_url,
                 allow_plain_http_on_loopback=True,
@@ -192,7 +208,7 @@ class ChaosRun:
                 self.stack.run("down", "--purge")
 
     def _with_stack(self, messages: list[Planned]) -> int:
-        gateway = SandboxGatewayServer().start()
+        gateway = Gateway()
         user_service = UserService()
         settings = self.settings(gateway.url, user_service.url)
         # The tools' own clients need none of the workers' consumer tuning.
@@ -219,9 +235,17 @@ class ChaosRun:
             pool,
             self.stack,
             user_service,
+            gateway,
             log,
             rng=random.Random(self.seed),
-            timing=FaultTiming(self.mode.pause_seconds, self.mode.outage_seconds),
+            timing=FaultTiming(
+                pause_seconds=self.mode.pause_seconds,
+                outage_seconds=self.mode.outage_seconds,
+                gateway_window_seconds=self.mode.gateway_window_seconds,
+                gateway_burst=self.mode.gateway_burst,
+                late_answer_seconds=LATE_ANSWER_SECONDS,
+                gateway_down_seconds=1.5,
+            ),
         )
         try:
             pool.start_all()
@@ -338,7 +362,7 @@ class ChaosRun:
             lag=consumer_lag(tools),
             unexpected_worker_exits=len(running.pool.unexpected_exits),
         )
-        records = GatewayRecords.from_json(running.gateway.gateway.records())
+        records = GatewayRecords.from_json(running.gateway.state.records())
         checks = Checker(expectation, observed, read_database(running.engine), records).run()
         restarts = sum(
             path.read_text(errors="replace").count("the pipeline restarts from its last commit")
@@ -371,7 +395,7 @@ class ChaosRun:
             f"read back (read_committed): {len(commands)} commands, {len(results)} results, "
             f"{len(events)} events, {len(dead_letters)} dead letters"
         )
-        stats = running.gateway.gateway.stats()
+        stats = running.gateway.state.stats()
         print(
             f"gateway: {records.summary()}; "
             + ", ".join(f"{name} {value}" for name, value in sorted(stats.items()))

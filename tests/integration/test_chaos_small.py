@@ -1,5 +1,7 @@
 """The small chaos run: exactly-once under kills, a zombie, broker, database and User
-Service restarts, checked against the model (``python -m bench.chaos --small``).
+Service restarts and gateway faults (late answers and in-flight 409s, 429s, 5xx, a
+restart), checked against the model and the gateway's own records
+(``python -m bench.chaos --small``).
 
 It runs on a private stack of its own (another STACK_DIR and other ports than both the
 shared stack and a `make chaos` run), so the shared stack is never restarted.
