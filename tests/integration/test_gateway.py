@@ -102,6 +102,20 @@ def test_a_replayed_batch_authorizes_each_payment_once(
         ).scalar()
         customers = connection.execute(text("SELECT count(*) FROM gateway_customers")).scalar()
     assert (authorized_rows, customers) == (240, 60)
+    # Record for record, the gateway's and Postgres' views are the same after the crash.
+    records = sandbox_gateway.gateway.records()
+    with engine.connect() as connection:
+        stored = dict(
+            connection.execute(text("SELECT user_id, customer_id FROM gateway_customers")).all()
+        )
+        statuses = dict(connection.execute(text("SELECT payment_id, status FROM payments")).all())
+    authorization_ids = {e.json()["payload"]["authorizationId"] for e in authorized}
+    assert {a["id"] for a in records["authorizations"] if a["status"] == "approved"} == (
+        authorization_ids
+    )
+    assert {a["reference"] for a in records["authorizations"]} == set(statuses)
+    assert {c["reference"]: c["id"] for c in records["customers"]} == stored
+    assert all(c["hasProfile"] and len(c["tokens"]) == 1 for c in records["customers"])
 
 
 def test_a_gateway_outage_delays_payments_and_loses_none(
@@ -193,7 +207,7 @@ def test_calls_one_after_another_keep_one_connection_alive(
     gateway = _direct_gateway(sandbox_gateway, connections=8)
     for n in range(20):
         customer = gateway.create_customer(
-            name="Ada Lovelace", email="ada@example.test", idempotency_key=f"key-alive-{n:03d}"
+            reference=f"user-alive-{n:03d}", idempotency_key=f"key-alive-{n:03d}"
         )
         assert customer.startswith("cus_")
     assert sandbox_gateway.counters.requests == 20
