@@ -109,7 +109,14 @@ def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> Expec
             )
             decision = settle_authorization(command, decision, answer, DECIDED_AT)
         new_customer = None
-        if accepted and isinstance(command, AddPaymentMethod) and state.gateway_customer_id is None:
+        # A saved card, or a user's payment without ``customer``, creates the user's
+        # gateway customer if there is none (pipelines/gateway_effects.py).
+        makes_customer = isinstance(command, AddPaymentMethod) or (
+            isinstance(command, InitiatePayment)
+            and command.user_id is not None
+            and command.payload.customer is None
+        )
+        if accepted and makes_customer and state.gateway_customer_id is None:
             new_customer = f"cus_{offset}"
             decision = replace(decision, customer_reference=CustomerReference(new_customer))
         if accepted and isinstance(command, EraseUserData):
