@@ -224,7 +224,16 @@ class Model:
             state.payments[payment.payment_id] = payment
         state.last_sequence = decision.last_sequence
         accepted = decision.result.status == "accepted" and bool(decision.events)
-        if accepted and isinstance(command, AddPaymentMethod):
+        # A saved card, or a user's payment that carries no customer, creates the user's
+        # gateway customer if there is none (pipelines/gateway_effects.py).
+        if accepted and (
+            isinstance(command, AddPaymentMethod)
+            or (
+                isinstance(command, InitiatePayment)
+                and command.user_id is not None
+                and command.payload.customer is None
+            )
+        ):
             state.has_gateway_customer = True
         if accepted and isinstance(command, EraseUserData):
             if state.has_gateway_customer:
