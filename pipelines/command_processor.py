@@ -26,6 +26,7 @@ from pipelines.records import Headers, IncomingMessage, OutgoingRecord
 from schemas.canonical import canonical_sha256
 from schemas.commands import (
     Command,
+    InitiatePayment,
     carries_personal_data,
     named_payment_ids,
     named_payment_method_ids,
@@ -41,6 +42,8 @@ class DecisionStore(Protocol):
     """What the processor needs from the store (``state.command_store.CommandStore``)."""
 
     def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None: ...
+
+    def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None: ...
 
     def stream_state(
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
@@ -158,6 +161,14 @@ class CommandProcessor:
             state = self._store.stream_state(key, admitted.payment_method_ids, admitted.payment_ids)
             now = self._clock()
             decision = decide(command, state, now)
+            if _payment_id_taken(command, decision):
+                # Taken by another command, or by this very one, stored meanwhile by the
+                # worker that has its partition now (the inbox was read before the
+                # payment). The inbox, read after the payment, tells which: a rejection
+                # cancels this command's authorization, which must not void a kept one.
+                stored = self._store.stored_outcome(command.command_id)
+                if stored is not None:
+                    return self._redelivered(message, command, digest, stored)
             work = GatewayWork(admitted, digest, state, decision, now)
             if self._effects.needed(command, decision):
                 return work
@@ -338,6 +349,14 @@ class CommandProcessor:
             ),
             OutgoingRecord("results", key, result.to_wire(), []),
         ]
+
+
+def _payment_id_taken(command: Command, decision: Decision) -> bool:
+    return (
+        isinstance(command, InitiatePayment)
+        and decision.result.status == "rejected"
+        and decision.result.reason == Reason.PAYMENT_ID_TAKEN
+    )
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:

@@ -377,6 +377,23 @@ class CommandStore:
             )
         return None if row is None else _processed_from_row(row)
 
+    def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None:
+        """The stored outcome of ``command_id``, read from PostgreSQL now, whatever is
+        cached or was read ahead: what another worker committed since is seen."""
+        pending = self._commands.get(command_id)
+        if pending is not None:
+            return pending
+        with _database_errors():
+            row = (
+                self._read()
+                .execute(
+                    select(processed_commands).where(processed_commands.c.command_id == command_id)
+                )
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else _processed_from_row(row)
+
     def stream_state(
         self,
         key: str,

@@ -388,3 +388,44 @@ def test_what_a_batch_read_ahead_is_not_used_after_its_write(engine: Engine) -> 
     # "already removed" (accepted), never "not found".
     result = _result(_process(store, removal, user))
     assert (result["status"], result["reason"]) == ("accepted", "no_change")
+
+
+def test_a_payment_stored_meanwhile_by_another_worker_is_answered_not_cancelled(
+    engine: Engine,
+) -> None:
+    """A stale worker's cache lacks a command that the partition's new owner stored; the
+    payment it reads (fresh) looks taken. The inbox, read after the payment, tells it is
+    this very command: its stored outcome is answered, and nothing is cancelled."""
+    payment = command(
+        "InitiatePayment",
+        None,
+        {
+            "paymentId": "pay-moved",
+            "orderId": "order-1",
+            "amount": 1999,
+            "currency": "EUR",
+            "gatewayToken": "tok_guest_moved",
+        },
+    )
+    key = "guest-payment:pay-moved"
+    stale = CommandStore(engine)
+    stale.stream_state(key, (), ("pay-moved",))  # the key cached before the other write
+    stale.discard()
+    owner = CommandStore(engine)
+    stored = _result(_process(owner, payment, "pay-moved"))
+    owner.flush()
+
+    gateway = MemoryGateway()
+    again = CommandProcessor(
+        stale,
+        GatewayEffects(gateway, FixedProfiles()),
+        clock=lambda: ISSUED_AT,
+        consumer_group="test",
+        worker_version="test",
+    ).process(
+        IncomingMessage("payment.commands", 0, next(_offsets), b"pay-moved", encode(payment), [])
+    )
+
+    assert _result(again) == stored
+    assert (stored["status"], stored["reason"]) == ("accepted", "ok")
+    assert gateway.calls == 0  # neither an authorization nor a cancel

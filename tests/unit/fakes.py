@@ -28,6 +28,9 @@ class MemoryStore:
     def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None:
         return self.commands.get(command_id)
 
+    def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None:
+        return self.commands.get(command_id)
+
     def stream_state(
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
     ) -> StreamState:
