@@ -18,11 +18,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
@@ -40,6 +41,7 @@ from bench.chaos.model import replay
 from bench.chaos.workload import Message as Planned
 from bench.chaos.workload import WorkloadSpec, describe, generate
 from bench.harness import REPOSITORY, free_port, read_topic
+from config.kafka import librdkafka_config
 from config.settings import (
     GatewaySettings,
     ProfileCacheSettings,
@@ -47,7 +49,7 @@ from config.settings import (
     UserServiceSettings,
 )
 from domain.errors import InvalidReason
-from pipelines.kafka_clients import command_producer
+from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.topics import create_topics
 from state.database import create_database_engine, upgrade_schema
 
@@ -60,6 +62,23 @@ SESSION_TIMEOUT_MS = 6000
 GATEWAY_TIMEOUT_SECONDS = 1.0
 GATEWAY_BUDGET_SECONDS = 3.0
 LATE_ANSWER_SECONDS = 2.0
+
+
+# A delivery that has not succeeded in this long is given up and the message sent again.
+TRAFFIC_MESSAGE_TIMEOUT_MS = 20_000
+
+
+def _traffic_producer(tools: Settings) -> Producer:
+    """An idempotent producer of the run's commands, like the users' (a lost report is
+    resent, never duplicated by the producer itself)."""
+    return Producer(
+        {
+            **librdkafka_config(tools),
+            **PRODUCER_DEFAULTS,
+            "enable.idempotence": "true",
+            "message.timeout.ms": str(TRAFFIC_MESSAGE_TIMEOUT_MS),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -274,33 +293,80 @@ class ChaosRun:
             engine.dispose()
 
     def _produce(self, tools: Settings, messages: list[Planned], log: FaultLog) -> tuple[int, int]:
-        """Produce at a steady rate over the traffic window; returns (delivered, failed)."""
-        producer = command_producer(tools)
-        outcome = {"delivered": 0, "failed": 0}
+        """Produce at a steady rate over the traffic window; returns (delivered, failed).
 
-        def delivered(error: KafkaError | None, _: Message) -> None:
-            outcome["failed" if error is not None else "delivered"] += 1
+        A broker restart can leave a librdkafka producer sending to stale metadata until
+        its messages time out (confluentinc/librdkafka#4976). The traffic is the run's
+        input, not what it tests, so a message whose delivery failed is sent again by a
+        new producer (its old one is still polled for the reports of what it holds). The
+        model replays what was read back, so a resent message is as good as the first.
+        """
+        failed: list[Planned] = []
+        delivered = 0
+
+        def report(message: Planned) -> Callable[[KafkaError | None, Message], None]:
+            def on_delivery(error: KafkaError | None, _: Message) -> None:
+                nonlocal delivered
+                if error is None:
+                    delivered += 1
+                else:
+                    failed.append(message)
+
+            return on_delivery
+
+        producer = _traffic_producer(tools)
+        replaced: list[Producer] = []
+        resent = 0
+
+        def send(message: Planned) -> None:
+            while True:
+                try:
+                    producer.produce(
+                        tools.topic_commands,
+                        message.value,
+                        message.key,
+                        on_delivery=report(message),
+                    )
+                    return
+                except BufferError:
+                    producer.poll(0.5)
+
+        def resend_failed() -> None:
+            nonlocal producer, resent
+            for stale in replaced:
+                stale.poll(0)
+            if not failed:
+                return
+            replaced.append(producer)
+            producer = _traffic_producer(tools)
+            again, failed[:] = list(failed), []
+            resent += len(again)
+            log.add(f"traffic: {len(again)} undelivered messages sent again by a new producer")
+            for message in again:
+                send(message)
 
         rate = len(messages) / self.mode.traffic_seconds
         for index, message in enumerate(messages):
             ahead = log.started + index / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-            while True:
-                try:
-                    producer.produce(
-                        tools.topic_commands, message.value, message.key, on_delivery=delivered
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.5)
+            send(message)
             producer.poll(0)
-        remaining = producer.flush(300)
+            resend_failed()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            producer.flush(1)
+            for stale in replaced:
+                stale.flush(0.1)
+            resend_failed()
+            if not failed and len(producer) == 0 and all(len(p) == 0 for p in replaced):
+                break
+        undelivered = len(messages) - delivered
         log.add(
-            f"traffic done: {outcome['delivered']} delivered, {outcome['failed']} failed, "
-            f"{remaining} undelivered"
+            f"traffic done: {delivered} delivered ({resent} of them sent again), "
+            f"{undelivered} undelivered"
         )
-        return outcome["delivered"], outcome["failed"] + remaining
+        return delivered, undelivered
 
     def _drain(self, tools: Settings, log: FaultLog, injector: FaultInjector) -> float:
         """Wait until the group has committed every command; returns the seconds it took."""
