@@ -105,10 +105,12 @@ def test_a_replayed_batch_authorizes_each_payment_once(
     # Record for record, the gateway's and Postgres' views are the same after the crash.
     records = sandbox_gateway.gateway.records()
     with engine.connect() as connection:
-        stored = dict(
-            connection.execute(text("SELECT user_id, customer_id FROM gateway_customers")).all()
+        customer_rows = connection.execute(
+            text("SELECT user_id, customer_id FROM gateway_customers")
         )
-        statuses = dict(connection.execute(text("SELECT payment_id, status FROM payments")).all())
+        stored: dict[str, str] = {row.user_id: row.customer_id for row in customer_rows}
+        payment_rows = connection.execute(text("SELECT payment_id, status FROM payments"))
+        statuses: dict[str, str] = {row.payment_id: row.status for row in payment_rows}
     authorization_ids = {e.json()["payload"]["authorizationId"] for e in authorized}
     assert {a["id"] for a in records["authorizations"] if a["status"] == "approved"} == (
         authorization_ids
