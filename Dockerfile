@@ -28,6 +28,7 @@ COPY state ./state
 COPY pipelines ./pipelines
 COPY clients ./clients
 COPY sandbox ./sandbox
+COPY telemetry ./telemetry
 # pip compiles the modules as it installs them: with a read-only root file system the
 # worker could not write the bytecode at start-up.
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \

@@ -31,9 +31,9 @@ from urllib.parse import quote
 from uuid import UUID, uuid5
 
 from clients.http import HttpResponse, ResilientHttp, ServiceUnavailable
-from domain.errors import PaymentWorkerError, TransientError
+from domain.errors import FinalAnswer, TransientError
 from domain.model import AuthorizationAnswer
-from pipelines.metrics import ADVERSE_ANSWERS
+from telemetry.metrics import ADVERSE_ANSWERS
 
 SERVICE_NAME = "gateway"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -55,7 +55,7 @@ def profile_key(command_id: UUID, name: str, email: str) -> str:
     return idempotency_key(command_id, f"set-customer-profile:{digest}")
 
 
-class GatewayError(PaymentWorkerError):
+class GatewayError(FinalAnswer):
     """A gateway answer that retrying with the same key cannot change."""
 
 

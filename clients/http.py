@@ -48,7 +48,7 @@ from urllib3.util import parse_url
 from clients.rate_limit import Throttle, parse_retry_after
 from config.settings import HttpServiceSettings
 from domain.errors import TransientError
-from pipelines.metrics import (
+from telemetry.metrics import (
     CIRCUIT_BREAKER_STATE,
     HTTP_ATTEMPTS,
     HTTP_CALL_SECONDS,

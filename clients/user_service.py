@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clients.http import HttpClient, ResilientHttp, ServiceUnavailable
 from config.settings import HttpServiceSettings, ProfileCacheSettings
-from domain.errors import PaymentWorkerError, TransientError
-from pipelines.metrics import ADVERSE_ANSWERS, PROFILE_CACHE_ENTRIES, PROFILE_LOOKUPS
+from domain.errors import FinalAnswer, TransientError
+from telemetry.metrics import ADVERSE_ANSWERS, PROFILE_CACHE_ENTRIES, PROFILE_LOOKUPS
 
 SERVICE_NAME = "user_service"
 # A profile is two short strings; anything much larger is not a profile.
@@ -45,14 +45,15 @@ _MAX_BODY_BYTES = 64 * 1024
 
 _log = logging.getLogger(__name__)
 
-Outcome = Literal["hit", "miss", "negative", "stale", "error", "unusable"]
+# How a lookup ended: the label of payment_worker_profile_lookups_total.
+LookupOutcome = Literal["hit", "miss", "negative", "stale", "error", "unusable"]
 # The user is not there.
 _NOT_FOUND_STATUSES = frozenset({404, 410})
 # 4xx that say "not now" (or "not with these credentials") rather than "never".
 _PASSING_4XX_STATUSES = frozenset({401, 403, 408, 425, 429})
 
 
-class ProfileUnusable(PaymentWorkerError):
+class ProfileUnusable(FinalAnswer):
     """The User Service answered for this user in a way that can never give a profile.
 
     ``reason`` is ``malformed_profile`` (a 200 whose body is not a name and an email) or
@@ -102,7 +103,7 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.profile: Profile | None = None
-        self.outcome: Outcome = "error"
+        self.outcome: LookupOutcome = "error"
         self.error: TransientError | None = None  # raised as is by the leader
         self.unusable: ProfileUnusable | None = None  # raised by the leader and followers
         self.failure = "lookup_failed"  # the reason given to followers
@@ -289,7 +290,7 @@ class ProfileLookup:
             flight.failure = reason
             flight.outcome = "error"
 
-    def _counted(self, profile: Profile | None, outcome: Outcome) -> Profile | None:
+    def _counted(self, profile: Profile | None, outcome: LookupOutcome) -> Profile | None:
         PROFILE_LOOKUPS.labels(outcome=outcome).inc()
         return profile
 

@@ -10,9 +10,9 @@ from prometheus_client import Histogram
 from quixstreams import message_context
 from quixstreams.sinks import BaseSink
 
-from pipelines import metrics
 from pipelines.commit_latency import CommitLatency
 from pipelines.records import IncomingMessage
+from telemetry import metrics
 
 
 class StagedStore(Protocol):

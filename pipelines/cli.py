@@ -25,7 +25,6 @@ from sqlalchemy.exc import OperationalError
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 from domain.errors import TransientError
-from pipelines import metrics
 from pipelines.dead_letter_tools import DeadLetterFilter, describe, read_dead_letters, replay
 from pipelines.health import Health, serve_ops
 from pipelines.kafka_clients import command_producer, read_records, topic_reader
@@ -52,6 +51,7 @@ from state.projection_store import (
     ensure_projection_schema,
     read_view,
 )
+from telemetry import metrics
 
 logger = logging.getLogger("payment_worker")
 
@@ -482,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="Kafka topics").add_subparsers(
         dest="topics", required=True
     )
-    topics.add_parser("create", help="create the four topics (idempotent)").set_defaults(
+    topics.add_parser("create", help="create the five topics (idempotent)").set_defaults(
         handler=_topics_create
     )
 

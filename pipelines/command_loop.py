@@ -35,13 +35,13 @@ from confluent_kafka import (
 )
 
 from domain.errors import TransientError
-from pipelines import metrics
 from pipelines.command_processor import Admitted, CommandProcessor
 from pipelines.commit_latency import CommitLatency
 from pipelines.key_scheduler import KeyScheduler
 from pipelines.offset_progress import PartitionProgress, decode_done
 from pipelines.records import Destination, IncomingMessage, OutgoingRecord
 from state.command_store import CommandStore
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,9 @@ from typing import Protocol
 from uuid import UUID
 
 from domain.decisions import decide
-from domain.errors import InvalidMessage, InvalidReason, TransientError
+from domain.errors import TransientError
 from domain.model import Decision, StreamState
 from domain.streams import stream_key
-from pipelines import metrics
 from pipelines.dead_letters import dead_letter
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
@@ -32,8 +31,10 @@ from schemas.commands import (
     named_payment_method_ids,
 )
 from schemas.decoding import DEFAULT_MAX_FUTURE_SKEW, decode_command
+from schemas.errors import InvalidMessage, InvalidReason
 from schemas.results import CommandResult, Reason
 from state.command_store import ProcessedCommand
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

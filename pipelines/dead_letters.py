@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
-from domain.errors import InvalidMessage
 from pipelines.records import IncomingMessage, OutgoingRecord
 from schemas.card_numbers import contains_card_number
+from schemas.errors import InvalidMessage
 
 # Header names, documented in the README; consumers of the DLQ rely on them.
 HEADER_PREFIX = "dlq."

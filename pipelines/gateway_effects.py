@@ -39,7 +39,7 @@ from clients.gateway import (
     profile_key,
 )
 from clients.user_service import Profile, ProfileUnusable
-from domain.errors import PaymentWorkerError, TransientError
+from domain.errors import FinalAnswer, TransientError
 from domain.model import (
     AuthorizationAnswer,
     CustomerReference,
@@ -49,7 +49,6 @@ from domain.model import (
 )
 from domain.outcome import reject
 from domain.payment_rules import payment_instrument, settle_authorization
-from pipelines.metrics import AUTHORIZATION_CANCELS, ORPHAN_AUTHORIZATIONS
 from schemas.commands import (
     AddPaymentMethod,
     Command,
@@ -59,6 +58,7 @@ from schemas.commands import (
     RemovePaymentMethod,
 )
 from schemas.results import Reason
+from telemetry.metrics import AUTHORIZATION_CANCELS, ORPHAN_AUTHORIZATIONS
 
 # The decline code of a payment whose authorization was cancelled because the gateway's
 # answer did not say whether it authorized.
@@ -75,7 +75,7 @@ class ProfileSource(Protocol):
     def forget(self, user_id: str) -> None: ...
 
 
-class _Rejected(PaymentWorkerError):
+class _Rejected(FinalAnswer):
     """A gateway step refused the command; ``customer`` is what the gateway holds for the
     user by then (a customer created before the refusal is kept)."""
 

@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
-from pipelines import metrics
+from telemetry import metrics
 
 # A database check per probe would load PostgreSQL for nothing; reuse an answer this long.
 DATABASE_CHECK_SECONDS = 5.0

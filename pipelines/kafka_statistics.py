@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pipelines import metrics
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

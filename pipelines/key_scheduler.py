@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from domain.errors import TransientError
 from domain.model import Decision
-from pipelines import metrics
 from pipelines.command_processor import Admitted, CommandProcessor, GatewayWork
 from pipelines.records import IncomingMessage, OutgoingRecord
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

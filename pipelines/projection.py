@@ -25,9 +25,7 @@ from quixstreams.models.serializers import SerializationContext, Serializer
 
 from config.kafka import connection_config
 from config.settings import Settings
-from domain.errors import InvalidMessage, InvalidReason
 from domain.projection import Gap, Verdict, ViewEvent, ViewPayload, advance
-from pipelines import metrics
 from pipelines.checkpoint import CheckpointSink, incoming_message
 from pipelines.commit_latency import CommitLatency
 from pipelines.dead_letters import dead_letter
@@ -37,6 +35,7 @@ from pipelines.version import worker_version
 from pipelines.wiring import consumer_config
 from schemas.base import SCHEMA_VERSION, Identifier
 from schemas.decoding import parse_json_object
+from schemas.errors import InvalidMessage, InvalidReason
 from schemas.events import (
     DefaultPaymentMethodChangedPayload,
     EventModel,
@@ -47,6 +46,7 @@ from schemas.events import (
     UserPaymentDataErasedPayload,
 )
 from state.projection_store import GapLocation, ProjectionStore
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 

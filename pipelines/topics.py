@@ -1,4 +1,5 @@
-"""Creation of the worker's four topics (DESIGN.md §2), idempotently."""
+"""Creation of the topics, idempotently: the worker's four (DESIGN.md §2) and the
+projection's own dead-letter topic."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 
 def asyncapi_document() -> dict[str, Any]:
-    """The four topics of the worker as an AsyncAPI 3 document."""
+    """The worker's four topics (commands, events, results, dead letters) as an AsyncAPI 3
+    document; the projection's dead-letter topic is the User Service side's own."""
     commands = {name: {"$ref": f"./json/commands/{name}.schema.json"} for name in COMMAND_TYPES}
     return {
         "asyncapi": "3.0.0",

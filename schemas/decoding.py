@@ -16,7 +16,6 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
-from domain.errors import InvalidMessage, InvalidReason
 from schemas.base import SCHEMA_VERSION
 from schemas.card_numbers import (
     bytes_may_hold_card_number,
@@ -24,6 +23,7 @@ from schemas.card_numbers import (
     find_sensitive_data,
 )
 from schemas.commands import COMMAND_TYPES, Command, expected_key
+from schemas.errors import InvalidMessage, InvalidReason
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_NESTING_DEPTH = 8

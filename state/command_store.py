@@ -65,9 +65,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import Connection
 
-from domain.errors import InvalidMessage, TransientError
+from domain.errors import TransientError
 from domain.model import Decision, Payment, PaymentMethod, StreamState
 from domain.streams import stream_user_id
+from schemas.errors import InvalidMessage
 from state.errors import database_errors
 from state.tables import (
     gateway_customers,

@@ -25,8 +25,9 @@ from contextlib import contextmanager
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from domain.errors import InvalidMessage, InvalidReason, TransientError
-from pipelines.metrics import POSTGRES_ERRORS
+from domain.errors import TransientError
+from schemas.errors import InvalidMessage, InvalidReason
+from telemetry.metrics import POSTGRES_ERRORS
 
 CONFLICT_STATES = frozenset({"23505", "23P01"})
 UNSTORABLE_CLASSES = frozenset({"22", "23", "54"})

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from bench.harness import Record
 from domain.decisions import decide
-from domain.errors import InvalidReason
 from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
 from domain.payment_rules import payment_instrument, settle_authorization
 from domain.streams import stream_key
@@ -31,6 +30,7 @@ from schemas.commands import (
     InitiatePayment,
     named_payment_ids,
 )
+from schemas.errors import InvalidReason
 from schemas.results import Reason
 
 MODEL_EPOCH = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

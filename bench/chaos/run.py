@@ -48,9 +48,9 @@ from config.settings import (
     Settings,
     UserServiceSettings,
 )
-from domain.errors import InvalidReason
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.topics import create_topics
+from schemas.errors import InvalidReason
 from state.database import create_database_engine, upgrade_schema
 
 WORKERS = 3

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from domain.errors import InvalidReason
+from schemas.errors import InvalidReason
 
 ISSUED_AT = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 # A Luhn-valid test card number: a command carrying it must be dead-lettered, body withheld.

@@ -23,8 +23,6 @@ from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 from state.database import create_database_engine, upgrade_schema
 
-pytestmark = pytest.mark.integration
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import hashlib
 
-from domain.errors import InvalidMessage, InvalidReason
 from pipelines.dead_letters import dead_letter
 from pipelines.records import IncomingMessage
+from schemas.errors import InvalidMessage, InvalidReason
 
 
 def _message(value: bytes) -> IncomingMessage:

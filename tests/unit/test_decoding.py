@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from domain.errors import InvalidMessage, InvalidReason
 from schemas.card_numbers import contains_card_number
 from schemas.commands import AddPaymentMethod
 from schemas.decoding import (
@@ -18,6 +17,7 @@ from schemas.decoding import (
     _strict_json_object,
     decode_command,
 )
+from schemas.errors import InvalidMessage, InvalidReason
 from tests.factories import add_payment_method, encode
 from tests.unit.wire_documents import JSON_OBJECT_TEXTS, command_documents
 

@@ -3,7 +3,7 @@
 Kubernetes objects are checked for their structure (probes, resources, non-root, the
 secret mount, selectors), the KEDA ScaledObject against the settings' defaults, and every
 metric the alert rules and the Grafana dashboard name against the metrics the worker
-registers in ``pipelines.metrics``.
+registers in ``telemetry.metrics``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import pipelines.metrics  # noqa: F401 - registers the worker's metrics in REGISTRY
+import telemetry.metrics  # noqa: F401 - registers the worker's metrics in REGISTRY
 from config.settings import ENV_PREFIX, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -409,7 +409,7 @@ def test_every_metric_named_is_registered_by_the_worker(path: Path) -> None:
     referenced = {name for text in _strings(parsed) for name in METRIC_NAME.findall(text)}
     assert referenced
     missing = sorted(referenced - _exposed_metric_names())
-    assert not missing, f"{path.name} names metrics pipelines.metrics does not register: {missing}"
+    assert not missing, f"{path.name} names metrics telemetry.metrics does not register: {missing}"
 
 
 # --- promtool, where installed ----------------------------------------------------------

@@ -15,12 +15,13 @@ import pytest
 from sqlalchemy.exc import DataError, IntegrityError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from domain.errors import InvalidMessage, InvalidReason, TransientError
-from pipelines import metrics
+from domain.errors import TransientError
 from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
+from schemas.errors import InvalidMessage, InvalidReason
 from state.errors import database_errors, error_kind
+from telemetry import metrics
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
 from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
 

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.errors import InvalidMessage, InvalidReason
 from domain.model import StreamState
 from domain.projection import MethodView, UserView, Verdict, ViewEvent, advance
 from pipelines.projection import ProjectionProcessor, decode_event
 from pipelines.records import IncomingMessage
+from schemas.errors import InvalidMessage, InvalidReason
 from state.projection_store import GapLocation, ProjectionStore
 from tests.strategies import COMMAND_SPECS, START, USERS, build_command
 from tests.unit.test_invariants import _apply
