@@ -1,6 +1,7 @@
 """In-memory stand-ins for unit tests of the processor: no Postgres, no HTTP.
 
-``MemoryStore`` keeps the contract of ``state.command_store.CommandStore``;
+``MemoryStore`` keeps the contract of ``state.command_store.CommandStore`` (held to it by
+``tests/integration/test_store_contract.py``);
 ``MemoryGateway`` answers a repeated idempotency key with its first answer, as the
 sandbox gateway does; ``FixedProfiles`` knows every user.
 """
@@ -53,6 +54,10 @@ class MemoryStore:
         self.payments.update({p.payment_id: p for p in decision.changed_payments})
         if decision.customer_reference is not None:
             self.customers[key] = decision.customer_reference.customer_id
+
+    def flush(self) -> int:
+        """Decisions are applied as they are recorded: nothing is left to write."""
+        return 0
 
     def snapshot(self) -> tuple[object, ...]:
         return (
