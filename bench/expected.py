@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.workload import BenchCommand
-from domain.decisions import decide
+from domain.decisions import creates_gateway_customer, decide
 from domain.model import (
     AuthorizationAnswer,
     CustomerReference,
@@ -28,7 +28,6 @@ from domain.payment_rules import settle_authorization
 from domain.streams import stream_key
 from schemas.commands import (
     COMMAND_TYPES,
-    AddPaymentMethod,
     EraseUserData,
     InitiatePayment,
     named_payment_ids,
@@ -109,14 +108,7 @@ def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> Expec
             )
             decision = settle_authorization(command, decision, answer, DECIDED_AT)
         new_customer = None
-        # A saved card, or a user's payment without ``customer``, creates the user's
-        # gateway customer if there is none (pipelines/gateway_effects.py).
-        makes_customer = isinstance(command, AddPaymentMethod) or (
-            isinstance(command, InitiatePayment)
-            and command.user_id is not None
-            and command.payload.customer is None
-        )
-        if accepted and makes_customer and state.gateway_customer_id is None:
+        if accepted and creates_gateway_customer(command, state):
             new_customer = f"cus_{offset}"
             decision = replace(decision, customer_reference=CustomerReference(new_customer))
         if accepted and isinstance(command, EraseUserData):

@@ -1,4 +1,5 @@
-"""``decide(command, state, now)``: the business rules of every command, without I/O."""
+"""``decide(command, state, now)``: the business rules of every command, without I/O; and
+which decisions create the user's gateway customer when they are carried out."""
 
 from __future__ import annotations
 
@@ -46,3 +47,15 @@ def decide(command: Command, state: StreamState, now: datetime) -> Decision:
         if rule is None:
             raise TypeError(f"not a command: {type(command).__name__}")
     return rule(command, state, now)
+
+
+def creates_gateway_customer(command: Command, state: StreamState) -> bool:
+    """Whether carrying out an accepted decision of ``command`` creates the user's gateway
+    customer: when the user has none, the first saved card does, and so does a payment
+    whose command carries no ``customer`` (the customer holds the email that the fraud
+    checks use, so that no looked-up email goes in the authorization request)."""
+    if command.user_id is None or state.gateway_customer_id is not None:
+        return False
+    if isinstance(command, AddPaymentMethod):
+        return True
+    return isinstance(command, InitiatePayment) and command.payload.customer is None

@@ -39,6 +39,7 @@ from clients.gateway import (
     profile_key,
 )
 from clients.user_service import Profile, ProfileUnusable
+from domain.decisions import creates_gateway_customer
 from domain.errors import FinalAnswer, TransientError
 from domain.model import (
     AuthorizationAnswer,
@@ -233,7 +234,7 @@ class GatewayEffects:
         carried = command.payload.customer
         customer_id = state.gateway_customer_id
         created: CustomerReference | None = None
-        if command.user_id is not None and carried is None and customer_id is None:
+        if command.user_id is not None and creates_gateway_customer(command, state):
             customer_id, created = self._customer(command, command.user_id, state)
         try:
             answer = self._gateway.authorize(

@@ -17,14 +17,13 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from bench.harness import Record
-from domain.decisions import decide
+from domain.decisions import creates_gateway_customer, decide
 from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
 from domain.payment_rules import payment_instrument, settle_authorization
 from domain.streams import stream_key
 from schemas.canonical import canonical_sha256
 from schemas.commands import (
     COMMAND_TYPES,
-    AddPaymentMethod,
     Command,
     EraseUserData,
     InitiatePayment,
@@ -224,16 +223,10 @@ class Model:
             state.payments[payment.payment_id] = payment
         state.last_sequence = decision.last_sequence
         accepted = decision.result.status == "accepted" and bool(decision.events)
-        # A saved card, or a user's payment that carries no customer, creates the user's
-        # gateway customer if there is none (pipelines/gateway_effects.py).
-        if accepted and (
-            isinstance(command, AddPaymentMethod)
-            or (
-                isinstance(command, InitiatePayment)
-                and command.user_id is not None
-                and command.payload.customer is None
-            )
-        ):
+        known = StreamState(
+            key=state.key, gateway_customer_id="cus_model" if state.has_gateway_customer else None
+        )
+        if accepted and creates_gateway_customer(command, known):
             state.has_gateway_customer = True
         if accepted and isinstance(command, EraseUserData):
             if state.has_gateway_customer:

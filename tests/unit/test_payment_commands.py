@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from domain.decisions import decide
+from domain.decisions import creates_gateway_customer, decide
 from domain.model import Payment, PaymentMethod, StreamState
 from schemas.commands import Command
 from schemas.results import Reason
@@ -153,3 +153,46 @@ def test_guest_cannot_link() -> None:
 def test_link_payload_limits(ids: list[str]) -> None:
     with pytest.raises(ValidationError):
         _link(*ids)
+
+
+@pytest.mark.parametrize(
+    ("document", "has_customer", "creates"),
+    [
+        (command("AddPaymentMethod", USER, {}), False, True),
+        (command("AddPaymentMethod", USER, {}), True, False),
+        (command("InitiatePayment", USER, {}), False, True),
+        (
+            command("InitiatePayment", USER, {"customer": {"name": "A", "email": "a@x.y"}}),
+            False,
+            False,
+        ),
+        (command("InitiatePayment", None, {}), False, False),
+        (command("RemovePaymentMethod", USER, {}), False, False),
+    ],
+)
+def test_which_decisions_create_the_gateway_customer(
+    document: dict[str, Any], has_customer: bool, creates: bool
+) -> None:
+    payloads: dict[str, dict[str, Any]] = {
+        "AddPaymentMethod": {
+            "gatewayToken": "tok_00000001",
+            "card": {
+                "brand": "visa",
+                "last4": "4242",
+                "expMonth": 12,
+                "expYear": 2030,
+                "fingerprint": "fp_00000001",
+            },
+        },
+        "InitiatePayment": {
+            "paymentId": "pay-1",
+            "orderId": "order-1",
+            "amount": 1999,
+            "currency": "EUR",
+            "gatewayToken": "tok_00000002",
+        },
+        "RemovePaymentMethod": {"paymentMethodId": "pm-1"},
+    }
+    document["payload"] = {**payloads[document["type"]], **document["payload"]}
+    state = StreamState(USER, gateway_customer_id="cus-1" if has_customer else None)
+    assert creates_gateway_customer(COMMANDS.validate_python(document), state) is creates
