@@ -367,16 +367,7 @@ class CommandStore:
         known = self._known_stream(key)
         if command_id.int not in known.recent_ids and command_id not in self._conflicts.command_ids:
             return None
-        with _database_errors():
-            row = (
-                self._read()
-                .execute(
-                    select(processed_commands).where(processed_commands.c.command_id == command_id)
-                )
-                .mappings()
-                .one_or_none()
-            )
-        return None if row is None else _processed_from_row(row)
+        return self.stored_outcome(command_id)
 
     def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None:
         """The stored outcome of ``command_id``, read from PostgreSQL now, whatever is
