@@ -40,7 +40,7 @@ from datetime import timedelta
 
 from bench.workload import ISSUED_AT, generate_workload
 from domain.decisions import decide
-from domain.model import Decision, Payment, StreamState
+from domain.model import Decision, KeyState, Payment
 from domain.streams import stream_key
 from schemas.canonical import canonical_sha256
 from schemas.commands import COMMAND_TYPES, Command, named_payment_ids, named_payment_method_ids
@@ -61,7 +61,7 @@ class Sample:
     raw: bytes
     key: bytes
     command: Command
-    state: StreamState
+    state: KeyState
     decision: Decision
 
 
@@ -80,7 +80,7 @@ class TypeFigures:
 
 def _replayed_samples(commands: int, users: int, seed: int) -> dict[str, list[Sample]]:
     """The workload decided in order, each command with the state it was decided on."""
-    streams: dict[str, StreamState] = {}
+    streams: dict[str, KeyState] = {}
     payments: dict[str, Payment] = {}
     owners: dict[str, str] = {}
     by_type: dict[str, list[Sample]] = {name: [] for name in COMMAND_TYPES}
@@ -91,7 +91,7 @@ def _replayed_samples(commands: int, users: int, seed: int) -> dict[str, list[Sa
             continue
         method_ids = named_payment_method_ids(command)
         state = replace(
-            streams.get(key) or StreamState(key=key),
+            streams.get(key) or KeyState(key=key),
             taken_payment_method_ids=frozenset(m for m in method_ids if owners.get(m, key) != key),
             payments=tuple(payments[p] for p in named_payment_ids(command) if p in payments),
         )
@@ -101,7 +101,7 @@ def _replayed_samples(commands: int, users: int, seed: int) -> dict[str, list[Sa
         for method in decision.changed_methods:
             methods[method.payment_method_id] = method
             owners[method.payment_method_id] = key
-        streams[key] = StreamState(
+        streams[key] = KeyState(
             key=key,
             last_sequence=decision.last_sequence,
             methods=tuple(methods.values()),

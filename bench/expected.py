@@ -20,9 +20,9 @@ from domain.decisions import creates_gateway_customer, decide
 from domain.model import (
     AuthorizationAnswer,
     CustomerReference,
+    KeyState,
     Payment,
     PaymentMethod,
-    StreamState,
 )
 from domain.payment_rules import settle_authorization
 from domain.streams import stream_key
@@ -73,12 +73,12 @@ def _row(value: PaymentMethod | Payment) -> dict[str, Any]:
 
 class _Replay:
     def __init__(self) -> None:
-        self.streams: dict[str, StreamState] = {}
+        self.streams: dict[str, KeyState] = {}
         self.payments: dict[str, Payment] = {}
         self.method_owners: dict[str, str] = {}
 
-    def state_for(self, key: str, method_ids: list[str], payment_ids: list[str]) -> StreamState:
-        state = self.streams.get(key) or StreamState(key=key)
+    def state_for(self, key: str, method_ids: list[str], payment_ids: list[str]) -> KeyState:
+        state = self.streams.get(key) or KeyState(key=key)
         taken = frozenset(m for m in method_ids if self.method_owners.get(m, key) != key)
         named = tuple(self.payments[p] for p in payment_ids if p in self.payments)
         return replace(state, taken_payment_method_ids=taken, payments=named)
@@ -125,7 +125,7 @@ def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> Expec
         customer = state.gateway_customer_id
         if decision.customer_reference is not None:
             customer = decision.customer_reference.customer_id
-        world.streams[key] = StreamState(
+        world.streams[key] = KeyState(
             key=key,
             last_sequence=decision.last_sequence,
             methods=tuple(methods.values()),

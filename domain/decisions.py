@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from domain.model import Decision, StreamState
+from domain.model import Decision, KeyState
 from domain.payment_method_rules import (
     decide_add_payment_method,
     decide_erase_user_data,
@@ -27,7 +27,7 @@ from schemas.commands import (
     UpdatePaymentMethod,
 )
 
-_RULES: dict[type[Command], Callable[[Any, StreamState, datetime], Decision]] = {
+_RULES: dict[type[Command], Callable[[Any, KeyState, datetime], Decision]] = {
     AddPaymentMethod: decide_add_payment_method,
     UpdatePaymentMethod: decide_update_payment_method,
     RemovePaymentMethod: decide_remove_payment_method,
@@ -38,7 +38,7 @@ _RULES: dict[type[Command], Callable[[Any, StreamState, datetime], Decision]] = 
 }
 
 
-def decide(command: Command, state: StreamState, now: datetime) -> Decision:
+def decide(command: Command, state: KeyState, now: datetime) -> Decision:
     """The one entry point: route a validated command to its rule (by its exact class: a
     class pattern would ask ``isinstance`` of pydantic's ABC metaclass, in Python)."""
     rule = _RULES.get(type(command))
@@ -49,7 +49,7 @@ def decide(command: Command, state: StreamState, now: datetime) -> Decision:
     return rule(command, state, now)
 
 
-def creates_gateway_customer(command: Command, state: StreamState) -> bool:
+def creates_gateway_customer(command: Command, state: KeyState) -> bool:
     """Whether carrying out an accepted decision of ``command`` creates the user's gateway
     customer: when the user has none, the first saved card does, and so does a payment
     whose command carries no ``customer`` (the customer holds the email that the fraud

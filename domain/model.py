@@ -83,7 +83,7 @@ class AuthorizationAnswer:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamState:
+class KeyState:
     """Everything a decision may read about one key (a user, or a guest payment)."""
 
     key: str

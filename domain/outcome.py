@@ -6,9 +6,9 @@ from datetime import datetime
 
 from domain.model import (
     Decision,
+    KeyState,
     Payment,
     PaymentMethod,
-    StreamState,
 )
 from schemas.commands import (
     Command,
@@ -25,7 +25,7 @@ from schemas.results import CommandResult, Reason, ResultStatus
 class Outcome:
     """Collects events with gap-free sequence numbers while a rule is applied."""
 
-    def __init__(self, command: Command, state: StreamState, now: datetime) -> None:
+    def __init__(self, command: Command, state: KeyState, now: datetime) -> None:
         self._command = command
         self._now = now
         self._sequence = state.last_sequence
@@ -99,7 +99,7 @@ def result_for(
 
 
 def reject(
-    command: Command, state: StreamState, reason: Reason, payment_method_id: str | None = None
+    command: Command, state: KeyState, reason: Reason, payment_method_id: str | None = None
 ) -> Decision:
     """A business rule said no: a result, no events, no change."""
     return Decision(
@@ -123,6 +123,6 @@ def card_expired(exp_year: int, exp_month: int, at: datetime) -> bool:
     return (exp_year, exp_month) < (at.year, at.month)
 
 
-def own_method(state: StreamState, payment_method_id: str) -> PaymentMethod | None:
+def own_method(state: KeyState, payment_method_id: str) -> PaymentMethod | None:
     """The user's own method with this id; another user's is as good as unknown."""
     return next((m for m in state.methods if m.payment_method_id == payment_method_id), None)

@@ -8,8 +8,8 @@ from uuid import uuid5
 from domain.model import (
     MAX_ACTIVE_PAYMENT_METHODS,
     Decision,
+    KeyState,
     PaymentMethod,
-    StreamState,
 )
 from domain.outcome import Outcome, card_expired, expiry_checked_at, own_method, reject
 from schemas.commands import (
@@ -31,7 +31,7 @@ from schemas.results import Reason
 
 
 def decide_add_payment_method(
-    command: AddPaymentMethod, state: StreamState, now: datetime
+    command: AddPaymentMethod, state: KeyState, now: datetime
 ) -> Decision:
     payload = command.payload
     card = payload.card
@@ -128,13 +128,13 @@ def decide_add_payment_method(
     return outcome.accept(payment_method_id=method_id)
 
 
-def _most_recent_active(state: StreamState, excluding: str) -> PaymentMethod | None:
+def _most_recent_active(state: KeyState, excluding: str) -> PaymentMethod | None:
     candidates = [m for m in state.active_methods if m.payment_method_id != excluding]
     return max(candidates, key=lambda m: m.created_at, default=None)
 
 
 def decide_update_payment_method(
-    command: UpdatePaymentMethod, state: StreamState, now: datetime
+    command: UpdatePaymentMethod, state: KeyState, now: datetime
 ) -> Decision:
     if command.user_id is None:
         # Saved methods belong to users; a guest command must never reach one by its key.
@@ -191,7 +191,7 @@ def _remove(outcome: Outcome, method: PaymentMethod, reason: RemovalReason, now:
 
 
 def decide_remove_payment_method(
-    command: RemovePaymentMethod, state: StreamState, now: datetime
+    command: RemovePaymentMethod, state: KeyState, now: datetime
 ) -> Decision:
     if command.user_id is None:
         # Saved methods belong to users; a guest command must never reach one by its key.
@@ -218,7 +218,7 @@ def decide_remove_payment_method(
 
 
 def decide_set_default_payment_method(
-    command: SetDefaultPaymentMethod, state: StreamState, now: datetime
+    command: SetDefaultPaymentMethod, state: KeyState, now: datetime
 ) -> Decision:
     if command.user_id is None:
         # Saved methods belong to users; a guest command must never reach one by its key.
@@ -243,7 +243,7 @@ def decide_set_default_payment_method(
     return outcome.accept(payment_method_id=method.payment_method_id)
 
 
-def decide_erase_user_data(command: EraseUserData, state: StreamState, now: datetime) -> Decision:
+def decide_erase_user_data(command: EraseUserData, state: KeyState, now: datetime) -> Decision:
     if command.user_id is None:
         return reject(command, state, Reason.GUEST_NOT_ALLOWED)
     outcome = Outcome(command, state, now)

@@ -8,8 +8,8 @@ from datetime import datetime
 from domain.model import (
     AuthorizationAnswer,
     Decision,
+    KeyState,
     Payment,
-    StreamState,
 )
 from domain.outcome import Outcome, own_method, reject
 from schemas.commands import (
@@ -29,9 +29,7 @@ from schemas.events import (
 from schemas.results import Reason
 
 
-def decide_initiate_payment(
-    command: InitiatePayment, state: StreamState, now: datetime
-) -> Decision:
+def decide_initiate_payment(command: InitiatePayment, state: KeyState, now: datetime) -> Decision:
     payload = command.payload
     if state.payment(payload.payment_id) is not None:
         return reject(command, state, Reason.PAYMENT_ID_TAKEN)
@@ -71,7 +69,7 @@ def decide_initiate_payment(
     )
 
 
-def payment_instrument(command: InitiatePayment, state: StreamState) -> str:
+def payment_instrument(command: InitiatePayment, state: KeyState) -> str:
     """The gateway token to charge: the one-time token, or the saved method's token."""
     if command.payload.gateway_token is not None:
         return command.payload.gateway_token
@@ -120,7 +118,7 @@ def settle_authorization(
 
 
 def decide_link_guest_payments(
-    command: LinkGuestPayments, state: StreamState, now: datetime
+    command: LinkGuestPayments, state: KeyState, now: datetime
 ) -> Decision:
     if command.user_id is None:
         return reject(command, state, Reason.GUEST_NOT_ALLOWED)

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from domain.decisions import decide
 from domain.errors import TransientError
-from domain.model import Decision, StreamState
+from domain.model import Decision, KeyState
 from domain.streams import stream_key
 from pipelines.dead_letters import dead_letter
 from pipelines.gateway_effects import GatewayEffects
@@ -46,9 +46,9 @@ class DecisionStore(Protocol):
 
     def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None: ...
 
-    def stream_state(
+    def key_state(
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
-    ) -> StreamState: ...
+    ) -> KeyState: ...
 
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None: ...
 
@@ -76,7 +76,7 @@ class GatewayWork:
 
     admitted: Admitted
     digest: bytes
-    state: StreamState
+    state: KeyState
     decision: Decision
     now: datetime
 
@@ -159,7 +159,7 @@ class CommandProcessor:
             stored = self._store.processed_command(command.command_id, key)
             if stored is not None:
                 return self._redelivered(message, command, digest, stored)
-            state = self._store.stream_state(key, admitted.payment_method_ids, admitted.payment_ids)
+            state = self._store.key_state(key, admitted.payment_method_ids, admitted.payment_ids)
             now = self._clock()
             decision = decide(command, state, now)
             if _payment_id_taken(command, decision):
@@ -211,7 +211,7 @@ class CommandProcessor:
         """A guest command with no guest meaning: its rule refuses it on an empty state,
         before any store is touched, and the refusal (which depends on nothing stored)
         is published without an inbox row."""
-        decision = decide(command, StreamState(key=""), self._clock())
+        decision = decide(command, KeyState(key=""), self._clock())
         if decision.result.status != "rejected" or decision.events:
             return self._failed(message, command, "a guest command was not refused")
         metrics.COMMANDS.labels(command.type, "rejected").inc()

@@ -45,8 +45,8 @@ from domain.model import (
     AuthorizationAnswer,
     CustomerReference,
     Decision,
+    KeyState,
     PaymentMethod,
-    StreamState,
 )
 from domain.outcome import reject
 from domain.payment_rules import payment_instrument, settle_authorization
@@ -105,7 +105,7 @@ class GatewayEffects:
         )
 
     def apply(
-        self, command: Command, state: StreamState, decision: Decision, now: datetime
+        self, command: Command, state: KeyState, decision: Decision, now: datetime
     ) -> Decision:
         """Carry out a decision at the gateway; may add events or reject.
 
@@ -143,7 +143,7 @@ class GatewayEffects:
         return profile
 
     def _save_card(
-        self, command: AddPaymentMethod, state: StreamState, decision: Decision
+        self, command: AddPaymentMethod, state: KeyState, decision: Decision
     ) -> Decision:
         if command.user_id is None:  # guests were rejected by the rule already
             return decision
@@ -168,7 +168,7 @@ class GatewayEffects:
         return decision
 
     def _customer(
-        self, command: AddPaymentMethod | InitiatePayment, user_id: str, state: StreamState
+        self, command: AddPaymentMethod | InitiatePayment, user_id: str, state: KeyState
     ) -> tuple[str, CustomerReference | None]:
         """The user's gateway customer id, and its reference when this call created it.
 
@@ -198,7 +198,7 @@ class GatewayEffects:
         return customer_id, created
 
     def _remove_card(
-        self, command: RemovePaymentMethod, state: StreamState, decision: Decision
+        self, command: RemovePaymentMethod, state: KeyState, decision: Decision
     ) -> Decision:
         removed = _method(state, command.payload.payment_method_id)
         if state.gateway_customer_id is not None and removed and removed.gateway_token:
@@ -210,7 +210,7 @@ class GatewayEffects:
                 )
         return decision
 
-    def _erase(self, command: EraseUserData, state: StreamState, decision: Decision) -> Decision:
+    def _erase(self, command: EraseUserData, state: KeyState, decision: Decision) -> Decision:
         if command.user_id is None:  # guests were rejected by the rule already
             return decision
         self._profiles.forget(command.user_id)
@@ -224,7 +224,7 @@ class GatewayEffects:
         return replace(decision, customer_reference=CustomerReference(None))
 
     def _authorize(
-        self, command: InitiatePayment, state: StreamState, decision: Decision, now: datetime
+        self, command: InitiatePayment, state: KeyState, decision: Decision, now: datetime
     ) -> Decision:
         # Fraud checks want the payer's email. It goes in the request only when the
         # command carries it. A user's payment names the user's gateway customer, which
@@ -295,7 +295,7 @@ def _already_gone(action: str) -> Iterator[None]:
         raise TransientError(f"the gateway did not {action}: {refusal}") from None
 
 
-def _replaced_token(state: StreamState, decision: Decision) -> str | None:
+def _replaced_token(state: KeyState, decision: Decision) -> str | None:
     """The token a re-added card replaces, if the decision changed a stored method's."""
     for changed in decision.changed_methods:
         before = _method(state, changed.payment_method_id)
@@ -308,5 +308,5 @@ def _replaced_token(state: StreamState, decision: Decision) -> str | None:
     return None
 
 
-def _method(state: StreamState, payment_method_id: str) -> PaymentMethod | None:
+def _method(state: KeyState, payment_method_id: str) -> PaymentMethod | None:
     return next((m for m in state.methods if m.payment_method_id == payment_method_id), None)

@@ -66,7 +66,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import Connection
 
 from domain.errors import TransientError
-from domain.model import Decision, Payment, PaymentMethod, StreamState
+from domain.model import Decision, KeyState, Payment, PaymentMethod
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
 from state.errors import database_errors
@@ -179,7 +179,7 @@ class _KnownStream:
     (``UUID.int``, oldest first) of its newest commands, whether a removed method of it
     may still hold a gateway token or a billing name, and the entry's estimated size."""
 
-    state: StreamState
+    state: KeyState
     recent_ids: tuple[int, ...]
     removed_with_data: bool
     size: int
@@ -189,7 +189,7 @@ class _KnownStream:
 class _StagedStream:
     """A key's state with this checkpoint's decisions applied (changed methods kept)."""
 
-    state: StreamState
+    state: KeyState
     removed_with_data: bool
 
 
@@ -217,8 +217,8 @@ def _block(size: int) -> int:
 
 
 _ENTRY_BYTES = (
-    _block(sys.getsizeof(_KnownStream(StreamState(key=""), (), False, 0)))
-    + _block(sys.getsizeof(StreamState(key="")))
+    _block(sys.getsizeof(_KnownStream(KeyState(key=""), (), False, 0)))
+    + _block(sys.getsizeof(KeyState(key="")))
     + _block(sys.getsizeof((None,)))  # the methods tuple, beyond its slots
     + _block(sys.getsizeof((0,)))  # the recent ids tuple, beyond its slots
     + 120  # the OrderedDict: its hash table slots (with their slack) and its link node
@@ -242,7 +242,7 @@ def _str_bytes(value: str | None) -> int:
     return 0 if value is None else _block(sys.getsizeof(value))
 
 
-def _estimated_bytes(key: str, state: StreamState, recent_ids: tuple[int, ...]) -> int:
+def _estimated_bytes(key: str, state: KeyState, recent_ids: tuple[int, ...]) -> int:
     """What a cache entry costs, to bound the cache by bytes and not only by keys.
 
     A key's size varies with its methods (up to ``MAX_ACTIVE_PAYMENT_METHODS``, with
@@ -386,12 +386,12 @@ class CommandStore:
             )
         return None if row is None else _processed_from_row(row)
 
-    def stream_state(
+    def key_state(
         self,
         key: str,
         named_payment_method_ids: Iterable[str] = (),
         named_payment_ids: Iterable[str] = (),
-    ) -> StreamState:
+    ) -> KeyState:
         """The state of one key as the next decision must see it.
 
         ``named_payment_method_ids`` are ids the command wants to use; any of them that
@@ -427,7 +427,7 @@ class CommandStore:
             state, methods=methods, taken_payment_method_ids=taken, payments=named_payments
         )
 
-    def _current(self, key: str) -> tuple[StreamState, bool]:
+    def _current(self, key: str) -> tuple[KeyState, bool]:
         staged = self._streams.get(key)
         if staged is not None:
             return staged.state, staged.removed_with_data
@@ -469,7 +469,7 @@ class CommandStore:
         self._prefetched_payments.clear()
 
     def _entry(
-        self, key: str, state: StreamState, recent_ids: tuple[int, ...], removed_with_data: bool
+        self, key: str, state: KeyState, recent_ids: tuple[int, ...], removed_with_data: bool
     ) -> _KnownStream:
         return _KnownStream(
             state, recent_ids, removed_with_data, _estimated_bytes(key, state, recent_ids)
@@ -532,7 +532,7 @@ class CommandStore:
         loaded = {}
         for key, key_rows in by_key.items():
             first = key_rows[0]
-            state = StreamState(
+            state = KeyState(
                 key=key,
                 last_sequence=first["last_sequence"] or 0,
                 methods=tuple(
@@ -558,7 +558,7 @@ class CommandStore:
         and payments its commands name (to tell whose they are).
 
         Afterwards ``processed_command`` answers for these ids without a query (also for
-        an id used long ago or under another key), and ``stream_state`` looks the named
+        an id used long ago or under another key), and ``key_state`` looks the named
         ids up here. What the batch itself changes is staged and wins over these rows;
         what another worker changes meanwhile fails the fenced write (module docstring).
         """
@@ -687,7 +687,7 @@ class CommandStore:
             customer_id = decision.customer_reference.customer_id
             self._changed_customers[key] = customer_id
         self._streams[key] = _StagedStream(
-            StreamState(
+            KeyState(
                 key=key,
                 last_sequence=last_sequence,
                 methods=tuple(methods.values()),

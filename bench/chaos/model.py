@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from bench.harness import Record
 from domain.decisions import creates_gateway_customer, decide
-from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
+from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, PaymentMethod
 from domain.payment_rules import payment_instrument, settle_authorization
 from domain.streams import stream_key
 from schemas.canonical import canonical_sha256
@@ -59,7 +59,7 @@ class ExpectedEvent:
 
 
 @dataclass
-class KeyState:
+class ModelKey:
     """One key's state as the model sees it."""
 
     key: str
@@ -88,7 +88,7 @@ class Expectation:
     """The whole run's expected outcome."""
 
     messages: list[ExpectedMessage] = field(default_factory=list)
-    keys: dict[str, KeyState] = field(default_factory=dict)
+    keys: dict[str, ModelKey] = field(default_factory=dict)
     # Commands that must be in the inbox: command id -> expected status.
     inbox: dict[str, str] = field(default_factory=dict)
 
@@ -141,7 +141,7 @@ class Model:
         if key is None:
             # A guest command with no guest meaning: refused on its rule alone, never
             # stored, so neither the inbox nor the duplicate check sees it.
-            refused = decide(command, StreamState(key=""), self._now()).result
+            refused = decide(command, KeyState(key=""), self._now()).result
             return ExpectedMessage(
                 record, ExpectedResult(command_id, refused.status, str(refused.reason))
             )
@@ -158,7 +158,7 @@ class Model:
                 ExpectedResult(command_id, "rejected", str(Reason.COMMAND_ID_CONFLICT)),
             )
         self._digests[command.command_id] = digest
-        state = self._expectation.keys.setdefault(key, KeyState(key))
+        state = self._expectation.keys.setdefault(key, ModelKey(key))
         decision = self._decide(command, state)
         self._apply(command, state, decision)
         result = decision.result
@@ -186,9 +186,9 @@ class Model:
             events,
         )
 
-    def _decide(self, command: Command, state: KeyState) -> Decision:
+    def _decide(self, command: Command, state: ModelKey) -> Decision:
         named = set(named_payment_ids(command))
-        stream = StreamState(
+        stream = KeyState(
             key=state.key,
             last_sequence=state.last_sequence,
             methods=tuple(state.methods.values()),
@@ -212,7 +212,7 @@ class Model:
             decision = settle_authorization(command, decision, answer, now)
         return decision
 
-    def _apply(self, command: Command, state: KeyState, decision: Decision) -> None:
+    def _apply(self, command: Command, state: ModelKey, decision: Decision) -> None:
         for method in decision.changed_methods:
             state.methods[method.payment_method_id] = method
             if method.gateway_token is not None:
@@ -223,7 +223,7 @@ class Model:
             state.payments[payment.payment_id] = payment
         state.last_sequence = decision.last_sequence
         accepted = decision.result.status == "accepted" and bool(decision.events)
-        known = StreamState(
+        known = KeyState(
             key=state.key, gateway_customer_id="cus_model" if state.has_gateway_customer else None
         )
         if accepted and creates_gateway_customer(command, known):

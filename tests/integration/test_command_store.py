@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from domain.model import StreamState
+from domain.model import KeyState
 from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
@@ -79,7 +79,7 @@ def test_a_stale_cached_key_cannot_write_and_is_read_again(engine: Engine) -> No
     assert _result(added)["status"] == "accepted"
 
     # The second worker takes the key over (a rebalance) and changes it.
-    second.stream_state("user:user-a")
+    second.key_state("user:user-a")
     _process(second, _update("user-a", "pm-a", 3), "user-a")
     second.flush()
 
@@ -88,7 +88,7 @@ def test_a_stale_cached_key_cannot_write_and_is_read_again(engine: Engine) -> No
     with pytest.raises(ConcurrentWriteError):
         first.flush()
     assert first.cached_keys == 0
-    state = first.stream_state("user:user-a")
+    state = first.key_state("user:user-a")
     assert [m.exp_month for m in state.methods] == [3]
     with engine.connect() as connection:
         # Added and DefaultPaymentMethodChanged, then the second worker's update.
@@ -159,7 +159,7 @@ def test_a_rejection_decided_on_a_stale_cached_key_is_not_stored(engine: Engine)
     first.flush()
 
     # Another worker adds a card while the first still has the key cached.
-    second.stream_state("user:user-a")
+    second.key_state("user:user-a")
     _process(
         second,
         add_payment_method("user-a", payment_method_id="pm-b", fingerprint="fp_0000000002"),
@@ -206,7 +206,7 @@ def _user_with_a_removed_card(
     store.flush()
 
 
-def _method_ids(state: StreamState) -> list[str]:
+def _method_ids(state: KeyState) -> list[str]:
     return [method.payment_method_id for method in state.methods]
 
 
@@ -216,8 +216,8 @@ def test_removed_methods_are_neither_cached_nor_read_with_the_state(engine: Engi
     fresh = CommandStore(engine)
     for store in (cached, fresh):
         with _statements(engine) as statements:
-            assert _method_ids(store.stream_state("user:user-a")) == ["pm-kept"]
-            assert _method_ids(store.stream_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
+            assert _method_ids(store.key_state("user:user-a")) == ["pm-kept"]
+            assert _method_ids(store.key_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
         assert len(_selects(statements)) == (1 if store is fresh else 0), statements
 
 
@@ -228,12 +228,12 @@ def test_removed_methods_holding_a_billing_name_are_read_only_for_a_possible_era
     _user_with_a_removed_card(store)
     # A command naming a method or a payment is no erasure: the cached state, no query.
     with _statements(engine) as statements:
-        assert _method_ids(store.stream_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
+        assert _method_ids(store.key_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
     assert _selects(statements) == []
     # One naming nothing may be an erasure, which must purge the billing name.
-    assert _method_ids(store.stream_state("user:user-a")) == ["pm-gone", "pm-kept"]
+    assert _method_ids(store.key_state("user:user-a")) == ["pm-gone", "pm-kept"]
     # Not cached for it either.
-    assert _method_ids(store.stream_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
+    assert _method_ids(store.key_state("user:user-a", ["pm-kept"], [])) == ["pm-kept"]
 
 
 @pytest.mark.parametrize("fresh_store", [False, True], ids=["cached", "read-afresh"])
@@ -268,9 +268,9 @@ def test_a_removed_method_is_read_with_the_foreign_id_check_in_one_query(
 ) -> None:
     store = CommandStore(engine)
     _user_with_a_removed_card(store)
-    store.stream_state("user:user-a")  # the key is cached
+    store.key_state("user:user-a")  # the key is cached
     with _statements(engine) as statements:
-        state = store.stream_state("user:user-a", ["pm-gone"], [])
+        state = store.key_state("user:user-a", ["pm-gone"], [])
     # In the order of a full read (creation, then id: this test's clock stands still).
     assert [(m.payment_method_id, m.active) for m in state.methods] == [
         ("pm-gone", False),
@@ -279,7 +279,7 @@ def test_a_removed_method_is_read_with_the_foreign_id_check_in_one_query(
     assert state.taken_payment_method_ids == frozenset()
     assert len(_selects(statements)) == 1, statements
     # Another user naming it learns only that it is taken.
-    other = store.stream_state("user:user-b", ["pm-gone"], [])
+    other = store.key_state("user:user-b", ["pm-gone"], [])
     assert other.taken_payment_method_ids == {"pm-gone"}
     assert other.methods == ()
 
@@ -308,8 +308,8 @@ def test_an_erasure_purges_removed_methods_it_did_not_cache(
     ]
     # Nothing is left to purge: the next command naming nothing reads no removed method.
     with _statements(engine) as statements:
-        store.stream_state("user:user-a")
-        store.stream_state("user:user-a")
+        store.key_state("user:user-a")
+        store.key_state("user:user-a")
     assert len(_selects(statements)) <= 1, statements
 
 
@@ -354,22 +354,22 @@ def test_the_cache_keeps_within_its_byte_bound_evicting_the_least_recently_used(
     engine: Engine,
 ) -> None:
     probe = CommandStore(engine)
-    probe.stream_state("user:user-0")
+    probe.key_state("user:user-0")
     one_key = probe.cached_bytes
     bound = 5 * one_key + one_key // 2
     store = CommandStore(engine, max_cached_bytes=bound)
     for n in range(12):
-        store.stream_state(f"user:user-{n}")
+        store.key_state(f"user:user-{n}")
         assert store.cached_bytes <= bound
     assert store.cached_keys == 5
     # The most recently used keys are still cached: reading them needs no query.
     with _statements(engine) as statements:
         for n in range(7, 12):
-            store.stream_state(f"user:user-{n}")
+            store.key_state(f"user:user-{n}")
     assert _selects(statements) == []
     # The others were evicted and are read again.
     with _statements(engine) as statements:
-        store.stream_state("user:user-0")
+        store.key_state("user:user-0")
     assert len(_selects(statements)) == 1
 
 
@@ -409,7 +409,7 @@ def test_a_payment_stored_meanwhile_by_another_worker_is_answered_not_cancelled(
     )
     key = "guest-payment:pay-moved"
     stale = CommandStore(engine)
-    stale.stream_state(key, (), ("pay-moved",))  # the key cached before the other write
+    stale.key_state(key, (), ("pay-moved",))  # the key cached before the other write
     stale.discard()
     owner = CommandStore(engine)
     stored = _result(_process(owner, payment, "pay-moved"))

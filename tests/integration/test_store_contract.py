@@ -105,7 +105,7 @@ def test_a_written_decision_is_what_the_next_command_of_the_key_reads(
     # The next method of the key continues its sequence and is not the default.
     other = add_payment_method("user-c1", payment_method_id="pm-c3", fingerprint="fp_c1_other")
     assert _outcome(run.decide(other)) == ("accepted", "ok")
-    state = store.stream_state(user_stream("user-c1"), (), ())
+    state = store.key_state(user_stream("user-c1"), (), ())
     assert state.last_sequence == 3  # Added + DefaultChanged, then Added
     assert [m.payment_method_id for m in state.methods if m.is_default] == ["pm-c1"]
 
@@ -148,9 +148,9 @@ def test_the_gateway_customer_follows_the_cards_and_the_erasure(store: ContractS
     card = add_payment_method("user-c6", payment_method_id="pm-c6")
     card["payload"]["customer"] = {"name": "Card Holder", "email": "holder@example.com"}
     run.decide(card)
-    customer = store.stream_state(user_stream("user-c6"), (), ()).gateway_customer_id
+    customer = store.key_state(user_stream("user-c6"), (), ()).gateway_customer_id
     assert customer is not None
     assert _outcome(run.decide(command("EraseUserData", "user-c6", {}))) == ("accepted", "ok")
-    state = store.stream_state(user_stream("user-c6"), (), ())
+    state = store.key_state(user_stream("user-c6"), (), ())
     assert state.gateway_customer_id is None
     assert state.active_methods == ()

@@ -13,7 +13,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from clients.user_service import Profile
-from domain.model import AuthorizationAnswer, Decision, Payment, PaymentMethod, StreamState
+from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, PaymentMethod
 from domain.streams import stream_user_id
 from state.command_store import ProcessedCommand
 
@@ -32,9 +32,9 @@ class MemoryStore:
     def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None:
         return self.commands.get(command_id)
 
-    def stream_state(
+    def key_state(
         self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
-    ) -> StreamState:
+    ) -> KeyState:
         user_id = stream_user_id(key)
         own = tuple(m for m in self.methods.values() if m.user_id == user_id)
         own_ids = {m.payment_method_id for m in own}
@@ -42,9 +42,7 @@ class MemoryStore:
             pid for pid in named_payment_method_ids if pid in self.methods and pid not in own_ids
         )
         named = tuple(self.payments[pid] for pid in named_payment_ids if pid in self.payments)
-        return StreamState(
-            key, self.sequences.get(key, 0), own, taken, named, self.customers.get(key)
-        )
+        return KeyState(key, self.sequences.get(key, 0), own, taken, named, self.customers.get(key))
 
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
         assert processed.command_id not in self.commands, "the inbox takes a command once"

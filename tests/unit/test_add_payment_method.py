@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.decisions import decide
-from domain.model import MAX_ACTIVE_PAYMENT_METHODS, Decision, PaymentMethod, StreamState
+from domain.model import MAX_ACTIVE_PAYMENT_METHODS, Decision, KeyState, PaymentMethod
 from schemas.commands import AddPaymentMethod
 from schemas.results import Reason
 from tests.factories import ISSUED_AT, add_payment_method
@@ -38,14 +38,14 @@ def _method(number: int, *, is_default: bool = False, active: bool = True) -> Pa
     )
 
 
-def _apply(decision: Decision, state: StreamState) -> StreamState:
+def _apply(decision: Decision, state: KeyState) -> KeyState:
     methods = {m.payment_method_id: m for m in state.methods}
     methods.update({m.payment_method_id: m for m in decision.changed_methods})
-    return StreamState(state.key, decision.last_sequence, tuple(methods.values()))
+    return KeyState(state.key, decision.last_sequence, tuple(methods.values()))
 
 
 def test_first_method_becomes_the_default() -> None:
-    decision = decide(_command(), StreamState(USER), NOW)
+    decision = decide(_command(), KeyState(USER), NOW)
 
     assert decision.result.status == "accepted"
     assert [e.type for e in decision.events] == [
@@ -61,7 +61,7 @@ def test_first_method_becomes_the_default() -> None:
 
 
 def test_second_method_is_not_default_unless_asked() -> None:
-    state = StreamState(USER, last_sequence=5, methods=(_method(1, is_default=True),))
+    state = KeyState(USER, last_sequence=5, methods=(_method(1, is_default=True),))
 
     decision = decide(_command(), state, NOW)
 
@@ -71,7 +71,7 @@ def test_second_method_is_not_default_unless_asked() -> None:
 
 
 def test_make_default_moves_the_default() -> None:
-    state = StreamState(USER, last_sequence=2, methods=(_method(1, is_default=True),))
+    state = KeyState(USER, last_sequence=2, methods=(_method(1, is_default=True),))
 
     decision = decide(_command(make_default=True), state, NOW)
     after = _apply(decision, state)
@@ -87,7 +87,7 @@ def test_make_default_moves_the_default() -> None:
 
 
 def test_guest_cannot_save_a_method() -> None:
-    decision = decide(_command(user_id=None), StreamState("guest"), NOW)
+    decision = decide(_command(user_id=None), KeyState("guest"), NOW)
     assert (decision.result.status, decision.result.reason) == (
         "rejected",
         Reason.GUEST_CANNOT_SAVE_PAYMENT_METHOD,
@@ -97,30 +97,30 @@ def test_guest_cannot_save_a_method() -> None:
 
 
 def test_card_expired_at_issue_time_is_rejected() -> None:
-    decision = decide(_command(exp_month=10, exp_year=2026), StreamState(USER), NOW)
+    decision = decide(_command(exp_month=10, exp_year=2026), KeyState(USER), NOW)
     assert decision.result.reason == Reason.CARD_EXPIRED
 
 
 def test_a_backdated_issued_at_does_not_revive_an_expired_card() -> None:
     # Issued (it says) in 2025, while the card was valid; decided in November 2026.
     backdated = _command(exp_month=10, exp_year=2026, issued_at=datetime(2025, 1, 1, tzinfo=UTC))
-    assert decide(backdated, StreamState(USER), NOW).result.reason == Reason.CARD_EXPIRED
+    assert decide(backdated, KeyState(USER), NOW).result.reason == Reason.CARD_EXPIRED
 
 
 def test_a_card_that_expired_while_the_command_waited_is_rejected() -> None:
     late = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)
-    decision = decide(_command(exp_month=11, exp_year=2026), StreamState(USER), late)
+    decision = decide(_command(exp_month=11, exp_year=2026), KeyState(USER), late)
     assert decision.result.reason == Reason.CARD_EXPIRED
 
 
 def test_card_expiring_this_month_is_still_valid() -> None:
-    decision = decide(_command(exp_month=11, exp_year=2026), StreamState(USER), NOW)
+    decision = decide(_command(exp_month=11, exp_year=2026), KeyState(USER), NOW)
     assert decision.result.status == "accepted"
 
 
 def test_identical_card_is_a_duplicate_naming_the_existing_method() -> None:
     existing = _method(1, is_default=True)
-    state = StreamState(USER, 2, (existing,))
+    state = KeyState(USER, 2, (existing,))
 
     decision = decide(
         _command(fingerprint=existing.fingerprint, exp_month=1, exp_year=2031), state, NOW
@@ -133,7 +133,7 @@ def test_identical_card_is_a_duplicate_naming_the_existing_method() -> None:
 
 def test_same_card_with_new_expiry_updates_the_saved_method() -> None:
     existing = _method(1, is_default=True)
-    state = StreamState(USER, 2, (existing,))
+    state = KeyState(USER, 2, (existing,))
 
     decision = decide(
         _command(fingerprint=existing.fingerprint, exp_month=2, exp_year=2034), state, NOW
@@ -158,16 +158,14 @@ def test_same_card_with_new_expiry_updates_the_saved_method() -> None:
 
 def test_a_removed_card_can_be_added_again() -> None:
     removed = _method(1, active=False)
-    decision = decide(
-        _command(fingerprint=removed.fingerprint), StreamState(USER, 3, (removed,)), NOW
-    )
+    decision = decide(_command(fingerprint=removed.fingerprint), KeyState(USER, 3, (removed,)), NOW)
     assert decision.result.status == "accepted"
     assert decision.changed_methods[0].payment_method_id != "pm-1"
 
 
 def test_at_most_twenty_active_methods() -> None:
     methods = tuple(_method(n, is_default=n == 0) for n in range(MAX_ACTIVE_PAYMENT_METHODS))
-    full = StreamState(USER, 40, methods)
+    full = KeyState(USER, 40, methods)
     assert decide(_command(), full, NOW).result.reason == Reason.TOO_MANY_PAYMENT_METHODS
 
     one_removed = replace(full, methods=(*methods[:-1], _method(19, active=False)))
@@ -175,19 +173,19 @@ def test_at_most_twenty_active_methods() -> None:
 
 
 def test_payment_method_id_of_another_user_is_refused() -> None:
-    state = StreamState(USER, taken_payment_method_ids=frozenset({"pm-x"}))
+    state = KeyState(USER, taken_payment_method_ids=frozenset({"pm-x"}))
     decision = decide(_command(payment_method_id="pm-x"), state, NOW)
     assert decision.result.reason == Reason.PAYMENT_METHOD_ID_TAKEN
 
 
 def test_decisions_are_deterministic() -> None:
     command = _command()
-    assert decide(command, StreamState(USER), NOW) == decide(command, StreamState(USER), NOW)
+    assert decide(command, KeyState(USER), NOW) == decide(command, KeyState(USER), NOW)
 
 
 def test_events_carry_no_token_fingerprint_or_billing_name() -> None:
     decision = decide(
-        _command(billing_name="Ada Lovelace", fingerprint="fp_secretprint"), StreamState(USER), NOW
+        _command(billing_name="Ada Lovelace", fingerprint="fp_secretprint"), KeyState(USER), NOW
     )
     wire = b"".join(event.to_wire() for event in decision.events) + decision.result.to_wire()
     for secret in (b"tok_fp_secretprint", b"fp_secretprint", b"Ada Lovelace"):

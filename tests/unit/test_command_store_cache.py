@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain.model import PaymentMethod, StreamState
+from domain.model import KeyState, PaymentMethod
 from state.command_store import _estimated_bytes, _KnownStream
 from tests.factories import ISSUED_AT
 
@@ -50,7 +50,7 @@ def _entry(index: int, methods: int, recent_ids: int, name: str) -> tuple[str, _
         )
         for n in range(methods)
     )
-    state = StreamState(
+    state = KeyState(
         key=key,
         last_sequence=int(_fresh("12345")),
         methods=cards,

@@ -10,17 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.model import PaymentMethod, StreamState
+from domain.model import KeyState, PaymentMethod
 from schemas.events import EventEnvelope
 from tests.strategies import COMMAND_SPECS, START, USERS, build_command
 
 
-def _apply(
-    state: StreamState, changed: tuple[PaymentMethod, ...], last_sequence: int
-) -> StreamState:
+def _apply(state: KeyState, changed: tuple[PaymentMethod, ...], last_sequence: int) -> KeyState:
     methods = {m.payment_method_id: m for m in state.methods}
     methods.update({m.payment_method_id: m for m in changed})
-    return StreamState(state.key, last_sequence, tuple(methods.values()))
+    return KeyState(state.key, last_sequence, tuple(methods.values()))
 
 
 def _view_from_events(events: list[EventEnvelope]) -> dict[str, tuple[int, int, bool]]:
@@ -48,7 +46,7 @@ def _view_from_events(events: list[EventEnvelope]) -> dict[str, tuple[int, int, 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(COMMAND_SPECS, min_size=1, max_size=40))
 def test_invariants_hold_for_any_command_sequence(specs: list[tuple[Any, ...]]) -> None:
-    states = {user: StreamState(user) for user in USERS}
+    states = {user: KeyState(user) for user in USERS}
     events: dict[str, list[EventEnvelope]] = defaultdict(list)
     for index, spec in enumerate(specs):
         now = START + timedelta(seconds=index)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from domain.decisions import creates_gateway_customer, decide
-from domain.model import Payment, PaymentMethod, StreamState
+from domain.model import KeyState, Payment, PaymentMethod
 from schemas.commands import Command
 from schemas.results import Reason
 from tests.factories import ISSUED_AT, command
@@ -44,7 +44,7 @@ def _initiate(user_id: str | None = USER, **payload: Any) -> Command:
 
 
 def test_user_pays_with_a_saved_method() -> None:
-    state = StreamState(USER, 4, (SAVED,))
+    state = KeyState(USER, 4, (SAVED,))
     decision = decide(_initiate(paymentMethodId="pm-1"), state, NOW)
 
     assert (decision.result.status, decision.result.payment_id) == ("accepted", "pay-1")
@@ -63,7 +63,7 @@ def test_user_pays_with_a_saved_method() -> None:
 
 
 def test_guest_pays_with_a_one_time_token() -> None:
-    decision = decide(_initiate(None, gatewayToken="tok_guest_0001"), StreamState("pay-1"), NOW)
+    decision = decide(_initiate(None, gatewayToken="tok_guest_0001"), KeyState("pay-1"), NOW)
     assert decision.result.status == "accepted"
     assert decision.events[0].payload.model_dump()["guest"] is True
     assert decision.changed_payments[0].user_id is None
@@ -71,19 +71,19 @@ def test_guest_pays_with_a_one_time_token() -> None:
 
 
 def test_guest_cannot_use_a_saved_method() -> None:
-    decision = decide(_initiate(None, paymentMethodId="pm-1"), StreamState("pay-1"), NOW)
+    decision = decide(_initiate(None, paymentMethodId="pm-1"), KeyState("pay-1"), NOW)
     assert decision.result.reason == Reason.GUEST_CANNOT_USE_SAVED_METHOD
 
 
 def test_unknown_or_removed_saved_method_is_not_found() -> None:
     removed = SAVED.with_changes(active=False, is_default=False)
-    for state in (StreamState(USER), StreamState(USER, 3, (removed,))):
+    for state in (KeyState(USER), KeyState(USER, 3, (removed,))):
         decision = decide(_initiate(paymentMethodId="pm-1"), state, NOW)
         assert decision.result.reason == Reason.PAYMENT_METHOD_NOT_FOUND
 
 
 def test_payment_id_is_used_once() -> None:
-    state = StreamState(USER, payments=(_payment("pay-1", "someone-else"),))
+    state = KeyState(USER, payments=(_payment("pay-1", "someone-else"),))
     decision = decide(_initiate(gatewayToken="tok_00000002"), state, NOW)
     assert decision.result.reason == Reason.PAYMENT_ID_TAKEN
     assert decision.changed_payments == ()
@@ -118,7 +118,7 @@ def _link(*payment_ids: str, user_id: str | None = USER) -> Command:
 
 
 def test_guest_payments_are_linked_all_together() -> None:
-    state = StreamState(USER, 2, payments=(_payment("pay-1"), _payment("pay-2")))
+    state = KeyState(USER, 2, payments=(_payment("pay-1"), _payment("pay-2")))
     decision = decide(_link("pay-1", "pay-2"), state, NOW)
 
     assert decision.result.status == "accepted"
@@ -131,21 +131,21 @@ def test_guest_payments_are_linked_all_together() -> None:
 
 
 def test_one_unknown_payment_rejects_them_all() -> None:
-    state = StreamState(USER, payments=(_payment("pay-1"),))
+    state = KeyState(USER, payments=(_payment("pay-1"),))
     decision = decide(_link("pay-1", "pay-unknown"), state, NOW)
     assert decision.result.reason == Reason.PAYMENT_NOT_FOUND
     assert decision.changed_payments == ()
 
 
 def test_one_payment_of_a_user_rejects_them_all() -> None:
-    state = StreamState(USER, payments=(_payment("pay-1"), _payment("pay-2", "user-9")))
+    state = KeyState(USER, payments=(_payment("pay-1"), _payment("pay-2", "user-9")))
     decision = decide(_link("pay-1", "pay-2"), state, NOW)
     assert decision.result.reason == Reason.PAYMENT_NOT_A_GUEST_PAYMENT
     assert decision.changed_payments == ()
 
 
 def test_guest_cannot_link() -> None:
-    decision = decide(_link("pay-1", user_id=None), StreamState("x"), NOW)
+    decision = decide(_link("pay-1", user_id=None), KeyState("x"), NOW)
     assert decision.result.reason == Reason.GUEST_NOT_ALLOWED
 
 
@@ -194,5 +194,5 @@ def test_which_decisions_create_the_gateway_customer(
         "RemovePaymentMethod": {"paymentMethodId": "pm-1"},
     }
     document["payload"] = {**payloads[document["type"]], **document["payload"]}
-    state = StreamState(USER, gateway_customer_id="cus-1" if has_customer else None)
+    state = KeyState(USER, gateway_customer_id="cus-1" if has_customer else None)
     assert creates_gateway_customer(COMMANDS.validate_python(document), state) is creates

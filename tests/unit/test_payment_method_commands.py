@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from domain.decisions import decide
-from domain.model import Decision, PaymentMethod, StreamState
+from domain.model import Decision, KeyState, PaymentMethod
 from schemas.commands import Command
 from schemas.results import Reason
 from tests.factories import ISSUED_AT, command
@@ -42,7 +42,7 @@ def _method(number: int, *, is_default: bool = False, active: bool = True) -> Pa
 
 
 # pm-1 (default), pm-2, pm-3 active; pm-4 removed earlier.
-STATE = StreamState(
+STATE = KeyState(
     USER,
     last_sequence=10,
     methods=(_method(1, is_default=True), _method(2), _method(3), _method(4, active=False)),
@@ -160,7 +160,7 @@ def test_removing_the_default_moves_it_to_the_most_recently_added() -> None:
 
 
 def test_removing_the_last_method_sets_the_default_to_null() -> None:
-    state = StreamState(USER, 2, (_method(1, is_default=True),))
+    state = KeyState(USER, 2, (_method(1, is_default=True),))
     decision = decide(_command("RemovePaymentMethod", {"paymentMethodId": "pm-1"}), state, NOW)
     assert decision.events[1].payload.model_dump() == {
         "previous_payment_method_id": "pm-1",
@@ -206,12 +206,12 @@ def test_erasure_removes_everything_and_purges_personal_data() -> None:
 
 
 def test_erasure_of_a_user_without_data_still_confirms() -> None:
-    decision = decide(_command("EraseUserData"), StreamState(USER), NOW)
+    decision = decide(_command("EraseUserData"), KeyState(USER), NOW)
     assert _types(decision) == ["UserPaymentDataErased"]
 
 
 def test_guest_erasure_is_refused() -> None:
-    decision = decide(_command("EraseUserData", user_id=None), StreamState("x"), NOW)
+    decision = decide(_command("EraseUserData", user_id=None), KeyState("x"), NOW)
     assert decision.result.reason == Reason.GUEST_NOT_ALLOWED
 
 

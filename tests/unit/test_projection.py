@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.model import StreamState
+from domain.model import KeyState
 from domain.projection import MethodView, UserView, Verdict, ViewEvent, advance
 from pipelines.projection import ProjectionProcessor, decode_event
 from pipelines.records import IncomingMessage
@@ -185,7 +185,7 @@ def test_the_view_equals_the_payment_service_state_for_any_command_sequence(
     specs: list[tuple[Any, ...]], random: Any
 ) -> None:
     """The contract: events alone, even redelivered, rebuild active methods and default."""
-    states = {user: StreamState(user) for user in USERS}
+    states = {user: KeyState(user) for user in USERS}
     wire: dict[str, list[bytes]] = defaultdict(list)
     for index, spec in enumerate(specs):
         now = START + timedelta(seconds=index)

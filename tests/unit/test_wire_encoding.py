@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.model import Decision, Payment, StreamState
+from domain.model import Decision, KeyState, Payment
 from schemas.commands import AddPaymentMethod
 from schemas.events import EventEnvelope, event_id
 from schemas.results import CommandResult
@@ -59,16 +59,16 @@ def _assert_written_as_before(decision: Decision) -> None:
 def test_every_event_and_result_of_a_sequence_is_written_as_before(
     specs: list[tuple[Any, ...]],
 ) -> None:
-    states: dict[str, StreamState] = {}
+    states: dict[str, KeyState] = {}
     for index, spec in enumerate(specs):
         now = START + timedelta(seconds=index)
         command = build_command(spec, now)
-        state = states.get(spec[1]) or StreamState(spec[1])
+        state = states.get(spec[1]) or KeyState(spec[1])
         decision = decide(command, state, now)
         _assert_written_as_before(decision)
         methods = {m.payment_method_id: m for m in state.methods}
         methods.update({m.payment_method_id: m for m in decision.changed_methods})
-        states[spec[1]] = StreamState(state.key, decision.last_sequence, tuple(methods.values()))
+        states[spec[1]] = KeyState(state.key, decision.last_sequence, tuple(methods.values()))
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,7 +79,7 @@ def test_decisions_on_any_command_are_written_as_before(document: dict[str, Any]
         Payment(pid, None, "order-1", 100, "EUR", None, "authorized", START, START)
         for pid in getattr(command.payload, "payment_ids", ())
     )
-    _assert_written_as_before(decide(command, StreamState("k", payments=guests), START))
+    _assert_written_as_before(decide(command, KeyState("k", payments=guests), START))
 
 
 class _SpecialAdd(AddPaymentMethod):
@@ -90,5 +90,5 @@ def test_a_subclass_of_a_command_is_decided_by_its_rule() -> None:
     document = add_payment_method()
     plain = AddPaymentMethod.model_validate(document)
     special = _SpecialAdd.model_validate(document)
-    state = StreamState("user:user-123")
+    state = KeyState("user:user-123")
     assert decide(special, state, START).result == decide(plain, state, START).result
