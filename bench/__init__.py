@@ -1,6 +1,7 @@
 """Tools that run payment-worker on the local stack and measure or check it.
 
-``harness`` drives the real stack (worker processes, producing, read_committed reads) and
-is shared by the integration tests, the benchmark, the scaling proof and the chaos run.
+They drive the real stack through ``tests.support.harness`` (worker processes, producing,
+read_committed reads), which the integration tests use too; the import runs one way only:
+tests never import ``bench``.
 Not part of the shipped package: run from a checkout (``make bench``, ``make chaos``).
 """

@@ -39,7 +39,6 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.engine import Dialect
 
 from bench.expected import CommandRows
-from bench.harness import REPOSITORY, exit_with_parent, settings_environment
 from config.kafka import connection_config, librdkafka_config
 from config.settings import ENV_PREFIX, Settings, load_settings
 from domain.streams import stream_user_id
@@ -51,6 +50,7 @@ from state.tables import (
     processed_commands,
     stream_sequences,
 )
+from tests.support.harness import REPOSITORY, exit_with_parent, settings_environment
 
 # Spreads the fractional part of the fan-out evenly over offsets (golden ratio).
 _SPREAD = (math.sqrt(5) - 1) / 2

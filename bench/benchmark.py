@@ -30,7 +30,6 @@ from typing import Any
 
 from bench.baselines import BaselineProcess, write_batches
 from bench.expected import ExpectedRun, replay
-from bench.harness import WorkerProcess
 from bench.latency import measure_latency
 from bench.sampling import CpuWindow, WorkerSampler
 from bench.stack import (
@@ -57,6 +56,7 @@ from bench.workload import (
 )
 from config.settings import Settings, load_settings
 from state.database import create_database_engine
+from tests.support.harness import WorkerProcess
 
 logger = logging.getLogger("bench")
 

@@ -47,7 +47,6 @@ from types import FrameType
 
 from sqlalchemy import Engine
 
-from bench.harness import WorkerProcess
 from bench.stack import (
     SandboxServices,
     bulk_producer,
@@ -70,6 +69,7 @@ from pipelines.version import worker_version
 from pipelines.wiring import build_dependencies
 from state.command_store import CommandStore, WriteConflicts
 from state.database import create_database_engine
+from tests.support.harness import WorkerProcess
 
 MIB = 2**20
 SEED = 42

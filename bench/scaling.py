@@ -78,7 +78,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.schema import DropSchema
 
-from bench.harness import WorkerProcess, free_port, read_topic
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings, load_settings
 from pipelines.kafka_clients import command_producer, topic_reader
@@ -86,6 +85,7 @@ from pipelines.topics import create_topics
 from sandbox.gateway_server import SandboxGatewayServer
 from state.database import create_database_engine, upgrade_schema
 from state.tables import processed_commands
+from tests.support.harness import WorkerProcess, free_port, read_topic
 
 logger = logging.getLogger("bench.scaling")
 

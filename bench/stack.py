@@ -29,13 +29,13 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 
-from bench.harness import REPOSITORY, exit_with_parent, free_port
 from bench.workload import BenchCommand
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings, UserServiceSettings
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.topics import create_topics, topic_specs
 from state.database import create_database_engine, upgrade_schema
+from tests.support.harness import REPOSITORY, exit_with_parent, free_port
 
 # Producing a large backlog: big batches, a short linger, a queue that holds it all.
 BULK_PRODUCER_CONFIG = {

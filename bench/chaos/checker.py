@@ -22,7 +22,6 @@ from bench.chaos.model import (
     method_summary,
     payment_summary,
 )
-from bench.harness import Record
 from domain.model import Payment, PaymentMethod
 from domain.projection import UserView, Verdict, advance
 from domain.streams import event_stream_key, stream_user_id
@@ -31,6 +30,7 @@ from pipelines.projection import decode_event
 from schemas.card_numbers import bytes_may_hold_card_number
 from state.tables import gateway_customers, payment_methods, payments, stream_sequences
 from state.tables import processed_commands as inbox
+from tests.support.harness import Record
 
 EXAMPLES = 3
 

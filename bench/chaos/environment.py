@@ -17,11 +17,11 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.harness import REPOSITORY, WorkerProcess
 from config.kafka import librdkafka_config
 from config.settings import Settings
 from sandbox.gateway_server import SandboxGateway, SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
+from tests.support.harness import REPOSITORY, WorkerProcess
 
 STACK_SCRIPT = REPOSITORY / "scripts" / "stack"
 

@@ -16,7 +16,6 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from bench.harness import Record
 from domain.decisions import creates_gateway_customer, decide
 from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, PaymentMethod
 from domain.payment_rules import payment_instrument, settle_authorization
@@ -31,6 +30,7 @@ from schemas.commands import (
 )
 from schemas.errors import InvalidReason
 from schemas.results import Reason
+from tests.support.harness import Record
 
 MODEL_EPOCH = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

@@ -40,7 +40,6 @@ from bench.chaos.faults import FaultInjector, FaultLog, FaultTiming, build_sched
 from bench.chaos.model import replay
 from bench.chaos.workload import Message as Planned
 from bench.chaos.workload import WorkloadSpec, describe, generate
-from bench.harness import REPOSITORY, free_port, read_topic
 from config.kafka import librdkafka_config
 from config.settings import (
     GatewaySettings,
@@ -52,6 +51,7 @@ from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.topics import create_topics
 from schemas.errors import InvalidReason
 from state.database import create_database_engine, upgrade_schema
+from tests.support.harness import REPOSITORY, free_port, read_topic
 
 WORKERS = 3
 PARTITIONS = 12

@@ -15,13 +15,13 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings, UserServiceSettings, load_settings
 from pipelines.topics import create_topics
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 from state.database import create_database_engine, upgrade_schema
+from tests.support.harness import WorkerProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

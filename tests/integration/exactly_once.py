@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from bench.harness import Record
 from tests.factories import add_payment_method
+from tests.support.harness import Record
 
 
 def cards_of_many_users(users: int, per_user: int) -> list[tuple[str, dict[str, Any]]]:

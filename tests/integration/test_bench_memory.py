@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench.harness import REPOSITORY
 from config.settings import Settings
+from tests.support.harness import REPOSITORY
 
 TIMEOUT_SECONDS = 120
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPOSITORY
 from config.settings import Settings
+from tests.support.harness import REPOSITORY
 
 SMOKE_TIMEOUT_SECONDS = 300
 
@@ -39,7 +39,8 @@ def _run_smoke(output: Path) -> str:
         stdout, stderr = process.communicate(timeout=SMOKE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         # SIGTERM lets the tool stop its workers and sandboxes and drop its topics and
-        # schemas (its children also get SIGTERM should it die: bench.harness.exit_with_parent).
+        # schemas (its children also get SIGTERM should it die:
+        # tests.support.harness.exit_with_parent).
         process.terminate()
         stdout, stderr = process.communicate(timeout=60)
         raise AssertionError("the smoke run did not finish:\n" + stdout[-4000:]) from None

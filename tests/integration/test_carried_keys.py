@@ -15,11 +15,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.harness import WorkerProcess, read_topic
 from config.kafka import librdkafka_config
 from config.settings import GatewaySettings, Settings
 from sandbox.gateway_server import SandboxGatewayServer
 from tests.factories import add_payment_method, command, encode
+from tests.support.harness import WorkerProcess, read_topic
 
 NEIGHBOURS = 20
 

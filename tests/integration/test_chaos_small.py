@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.harness import REPOSITORY
+from tests.support.harness import REPOSITORY
 
 # Neither the shared stack (9092/9093/55432) nor `make chaos` (19092/19093/55433).
 KAFKA_PORT, KAFKA_CONTROLLER_PORT, PG_PORT = 19192, 19193, 55434

@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from tests.factories import add_payment_method, command, encode, with_field
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 
 def test_add_payment_method_becomes_a_row_and_events(

@@ -12,10 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import GatewaySettings, Settings
 from sandbox.gateway_server import SandboxGatewayServer
 from tests.factories import add_payment_method, command, encode
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 USERS = 40
 SLOW_MS = 8000

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from tests.factories import encode
 from tests.integration.exactly_once import assert_each_accepted_once, cards_of_many_users
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 USERS = 150
 COMMANDS_PER_USER = 16  # under the limit of 20 active methods

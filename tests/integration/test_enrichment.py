@@ -7,11 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 from tests.factories import add_payment_method, command, encode
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 
 def test_customer_profile_is_created_once_per_user_and_follows_the_cards(

@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess, produce, read_topic
 from clients.gateway import HttpGateway
 from clients.http import ResilientHttp, build_http_client
 from config.settings import GatewaySettings, Settings
 from domain.model import AuthorizationAnswer
 from sandbox.gateway_server import SLOW_ANSWER_SECONDS, SandboxGatewayServer
 from tests.factories import add_payment_method, command, encode
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 
 def _pay(payment_id: str, user_id: str | None, **instrument: str) -> dict[str, Any]:

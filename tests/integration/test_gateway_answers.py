@@ -20,7 +20,6 @@ from uuid import UUID, uuid5
 import pytest
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess, free_port, produce, read_topic
 from clients.gateway import HttpGateway, idempotency_key
 from clients.http import ResilientHttp, build_http_client
 from config.settings import GatewaySettings, Settings
@@ -28,6 +27,7 @@ from sandbox.faults import FaultRule
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 from tests.factories import add_payment_method, command, encode
+from tests.support.harness import WorkerProcess, free_port, produce, read_topic
 
 RESULTS_TIMEOUT_SECONDS = 90.0
 

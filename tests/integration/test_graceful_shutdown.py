@@ -15,11 +15,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from sandbox.gateway_server import SandboxGatewayServer
 from tests.factories import add_payment_method, encode
 from tests.integration.exactly_once import assert_each_accepted_once, cards_of_many_users
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 USERS = 200
 COMMANDS_PER_USER = 12

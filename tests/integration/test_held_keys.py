@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import WorkerProcess, produce, read_topic
 from config.settings import Settings
 from sandbox.user_service_server import UserServiceStubServer
 from tests.factories import add_payment_method, command, encode
+from tests.support.harness import WorkerProcess, produce, read_topic
 
 
 def _with_customer(user: str, fingerprint: str) -> dict[str, Any]:

@@ -20,13 +20,13 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import Engine, text
 
-from bench.harness import Record, WorkerProcess, free_port, read_topic
 from config.kafka import librdkafka_config
 from config.settings import Settings
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from sandbox.gateway_server import SandboxGatewayServer
 from schemas.card_numbers import passes_luhn
 from tests.factories import add_payment_method, command, encode, with_field
+from tests.support.harness import Record, WorkerProcess, free_port, read_topic
 
 PAN = "4111111111111111"
 KEY = b"user-hostile"

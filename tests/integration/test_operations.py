@@ -16,7 +16,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 
-from bench.harness import (
+from config.kafka import librdkafka_config
+from config.settings import ENV_PREFIX, Settings
+from pipelines.wiring import command_consumer_config, command_producer_config
+from sandbox.gateway_server import SandboxGatewayServer
+from state.database import head_revision
+from tests.factories import add_payment_method, command, encode
+from tests.support.harness import (
     REPOSITORY,
     WorkerProcess,
     free_port,
@@ -24,12 +30,6 @@ from bench.harness import (
     read_topic,
     settings_environment,
 )
-from config.kafka import librdkafka_config
-from config.settings import ENV_PREFIX, Settings
-from pipelines.wiring import command_consumer_config, command_producer_config
-from sandbox.gateway_server import SandboxGatewayServer
-from state.database import head_revision
-from tests.factories import add_payment_method, command, encode
 
 
 def _cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from bench.harness import (
+from config.settings import ENV_PREFIX, Settings
+from domain.streams import stream_user_id
+from tests.factories import add_payment_method, command, encode
+from tests.support.harness import (
     REPOSITORY,
     WorkerProcess,
     produce,
     read_topic,
     settings_environment,
 )
-from config.settings import ENV_PREFIX, Settings
-from domain.streams import stream_user_id
-from tests.factories import add_payment_method, command, encode
 
 USERS = [f"user-{n:02d}" for n in range(20)]
 COMMANDS_PER_USER = 16

@@ -21,7 +21,7 @@ from config.kafka import librdkafka_config
 from config.settings import ENV_PREFIX, Settings
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
