@@ -127,3 +127,25 @@ class Decision:
     last_sequence: int = 0
     # None: unchanged.
     customer_reference: CustomerReference | None = None
+
+
+def apply_decision(state: KeyState, decision: Decision) -> KeyState:
+    """A key's state once ``decision`` is carried out: the methods it changed replace the
+    stored ones (new ones come last), its last sequence, its gateway customer.
+
+    This is the one place the change is made (the store's staging, the in-memory stores
+    and the models all call it). The per-command views of a state (``taken_payment_method_ids``,
+    the named ``payments``) belong to the command that read them and are left empty.
+    """
+    methods = {method.payment_method_id: method for method in state.methods}
+    for method in decision.changed_methods:
+        methods[method.payment_method_id] = method
+    customer_id = state.gateway_customer_id
+    if decision.customer_reference is not None:
+        customer_id = decision.customer_reference.customer_id
+    return KeyState(
+        key=state.key,
+        last_sequence=decision.last_sequence,
+        methods=tuple(methods.values()),
+        gateway_customer_id=customer_id,
+    )

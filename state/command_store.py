@@ -66,7 +66,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import Connection
 
 from domain.errors import TransientError
-from domain.model import Decision, KeyState, Payment, PaymentMethod
+from domain.model import Decision, KeyState, Payment, PaymentMethod, apply_decision
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
 from state.errors import database_errors
@@ -673,27 +673,17 @@ class CommandStore:
     def _stage(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
         self._commands[processed.command_id] = processed
         state, removed_with_data = self._current(key)
-        methods = {method.payment_method_id: method for method in state.methods}
+        after = apply_decision(state, decision)
         for method in decision.changed_methods:
-            methods[method.payment_method_id] = method
             self._changed_methods[method.payment_method_id] = method
         for payment in decision.changed_payments:
             self._changed_payments[payment.payment_id] = payment
-        last_sequence = decision.last_sequence
-        if last_sequence != state.last_sequence:
-            self._changed_sequences[key] = last_sequence
-        customer_id = state.gateway_customer_id
+        if after.last_sequence != state.last_sequence:
+            self._changed_sequences[key] = after.last_sequence
         if decision.customer_reference is not None:
-            customer_id = decision.customer_reference.customer_id
-            self._changed_customers[key] = customer_id
+            self._changed_customers[key] = after.gateway_customer_id
         self._streams[key] = _StagedStream(
-            KeyState(
-                key=key,
-                last_sequence=last_sequence,
-                methods=tuple(methods.values()),
-                gateway_customer_id=customer_id,
-            ),
-            removed_with_data or _any_removed_with_data(decision.changed_methods),
+            after, removed_with_data or _any_removed_with_data(decision.changed_methods)
         )
 
     def flush(self) -> int:

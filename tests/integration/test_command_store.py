@@ -22,7 +22,7 @@ from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from state.command_store import CommandStore, ConcurrentWriteError, WriteConflicts
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
-from tests.unit.fakes import FixedProfiles, MemoryGateway
+from tests.support.fakes import FixedProfiles, MemoryGateway
 
 _offsets = iter(range(1_000_000))
 

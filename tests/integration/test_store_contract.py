@@ -1,6 +1,6 @@
 """What the command processor needs from its store, held against both stores.
 
-The unit tests of the processor run on ``tests.unit.fakes.MemoryStore``; the worker runs
+The unit tests of the processor run on ``tests.support.fakes.MemoryStore``; the worker runs
 on ``state.command_store.CommandStore``. The same tests run here against each, through
 the processor (the store's one user), so that the fake cannot drift from the real store
 on anything the processor relies on. The real store stages decisions until ``flush``
@@ -25,7 +25,7 @@ from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from state.command_store import CommandStore
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
-from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
+from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 
 class ContractStore(DecisionStore, Protocol):

@@ -11,7 +11,7 @@ from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage
 from state.command_store import ProcessedCommand
 from tests.factories import ISSUED_AT, command
-from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
+from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 
 class StaleReadStore(MemoryStore):

@@ -10,15 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.model import KeyState, PaymentMethod
+from domain.model import KeyState, apply_decision
 from schemas.events import EventEnvelope
 from tests.strategies import COMMAND_SPECS, START, USERS, build_command
-
-
-def _apply(state: KeyState, changed: tuple[PaymentMethod, ...], last_sequence: int) -> KeyState:
-    methods = {m.payment_method_id: m for m in state.methods}
-    methods.update({m.payment_method_id: m for m in changed})
-    return KeyState(state.key, last_sequence, tuple(methods.values()))
 
 
 def _view_from_events(events: list[EventEnvelope]) -> dict[str, tuple[int, int, bool]]:
@@ -57,7 +51,7 @@ def test_invariants_hold_for_any_command_sequence(specs: list[tuple[Any, ...]]) 
         if decision.result.status != "accepted":
             assert decision.events == ()
             assert decision.changed_methods == ()
-        states[key] = _apply(states[key], decision.changed_methods, decision.last_sequence)
+        states[key] = apply_decision(states[key], decision)
         events[key].extend(decision.events)
 
         state = states[key]

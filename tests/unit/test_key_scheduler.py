@@ -19,7 +19,7 @@ from pipelines.gateway_effects import GatewayEffects
 from pipelines.key_scheduler import KeyScheduler
 from pipelines.records import IncomingMessage, OutgoingRecord
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
-from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
+from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 NOW = ISSUED_AT + timedelta(minutes=1)
 

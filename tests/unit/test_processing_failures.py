@@ -23,7 +23,7 @@ from schemas.errors import InvalidMessage, InvalidReason
 from state.errors import database_errors, error_kind
 from telemetry import metrics
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
-from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
+from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 NOW = ISSUED_AT + timedelta(minutes=1)
 

@@ -13,14 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.model import KeyState
+from domain.model import KeyState, apply_decision
 from domain.projection import MethodView, UserView, Verdict, ViewEvent, advance
 from pipelines.projection import ProjectionProcessor, decode_event
 from pipelines.records import IncomingMessage
 from schemas.errors import InvalidMessage, InvalidReason
 from state.projection_store import GapLocation, ProjectionStore
 from tests.strategies import COMMAND_SPECS, START, USERS, build_command
-from tests.unit.test_invariants import _apply
 
 AT = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -191,7 +190,7 @@ def test_the_view_equals_the_payment_service_state_for_any_command_sequence(
         now = START + timedelta(seconds=index)
         key = spec[1]
         decision = decide(build_command(spec, now), states[key], now)
-        states[key] = _apply(states[key], decision.changed_methods, decision.last_sequence)
+        states[key] = apply_decision(states[key], decision)
         wire[key].extend(e.to_wire() for e in decision.events)
     for user in USERS:
         # At-least-once delivery: any prefix may be delivered again after a crash.

@@ -13,7 +13,7 @@ from pipelines.command_processor import CommandProcessor
 from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from tests.strategies import COMMAND_SPECS, START, build_command
-from tests.unit.fakes import FixedProfiles, MemoryGateway, MemoryStore
+from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 
 def _messages(specs: list[tuple[Any, ...]]) -> list[IncomingMessage]:

@@ -1,0 +1,108 @@
+"""In-memory stand-ins for unit tests of the processor: no Postgres, no HTTP.
+
+``MemoryStore`` keeps the contract of ``state.command_store.CommandStore`` (held to it by
+``tests/integration/test_store_contract.py``);
+``MemoryGateway`` answers a repeated idempotency key with its first answer, as the
+sandbox gateway does; ``FixedProfiles`` knows every user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from uuid import UUID
+
+from clients.user_service import Profile
+from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, apply_decision
+from state.command_store import ProcessedCommand
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.commands: dict[UUID, ProcessedCommand] = {}
+        self.states: dict[str, KeyState] = {}
+        self.payments: dict[str, Payment] = {}
+        # Which key holds each payment method id (ids are unique across keys).
+        self.method_keys: dict[str, str] = {}
+
+    def processed_command(self, command_id: UUID, key: str) -> ProcessedCommand | None:
+        return self.commands.get(command_id)
+
+    def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None:
+        return self.commands.get(command_id)
+
+    def key_state(
+        self, key: str, named_payment_method_ids: Iterable[str], named_payment_ids: Iterable[str]
+    ) -> KeyState:
+        state = self.states.get(key) or KeyState(key)
+        taken = frozenset(
+            pid for pid in named_payment_method_ids if self.method_keys.get(pid, key) != key
+        )
+        named = tuple(self.payments[pid] for pid in named_payment_ids if pid in self.payments)
+        return replace(state, taken_payment_method_ids=taken, payments=named)
+
+    def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
+        assert processed.command_id not in self.commands, "the inbox takes a command once"
+        self.commands[processed.command_id] = processed
+        self.states[key] = apply_decision(self.states.get(key) or KeyState(key), decision)
+        self.method_keys.update({m.payment_method_id: key for m in decision.changed_methods})
+        self.payments.update({p.payment_id: p for p in decision.changed_payments})
+
+    def flush(self) -> int:
+        """Decisions are applied as they are recorded: nothing is left to write."""
+        return 0
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (
+            dict(self.states),
+            dict(self.payments),
+            dict(self.method_keys),
+            {k: replace(v) for k, v in self.commands.items()},
+        )
+
+
+class MemoryGateway:
+    """Creates customers and authorizations once per idempotency key."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, object] = {}
+        self.calls = 0
+
+    def _once(self, key: str, make: object) -> object:
+        self.calls += 1
+        if key not in self.answers:
+            self.answers[key] = make
+        return self.answers[key]
+
+    def create_customer(self, *, reference: str, idempotency_key: str) -> str:
+        return str(self._once(idempotency_key, f"cus-{len(self.answers)}"))
+
+    def set_customer_profile(self, *, idempotency_key: str, **_: object) -> None:
+        self._once(idempotency_key, None)
+
+    def attach_payment_method(self, *, idempotency_key: str, **_: object) -> None:
+        self._once(idempotency_key, None)
+
+    def detach_payment_method(self, *, idempotency_key: str, **_: object) -> None:
+        self._once(idempotency_key, None)
+
+    def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None:
+        self._once(idempotency_key, None)
+
+    def authorize(self, *, idempotency_key: str, **_: object) -> AuthorizationAnswer:
+        answer = AuthorizationAnswer(approved=True, authorization_id=f"auth-{idempotency_key}")
+        result = self._once(idempotency_key, answer)
+        assert isinstance(result, AuthorizationAnswer)
+        return result
+
+    def cancel_authorization(self, *, request_key: str, idempotency_key: str, **_: object) -> bool:
+        self._once(idempotency_key, None)
+        return request_key in self.answers
+
+
+class FixedProfiles:
+    def profile(self, user_id: str) -> Profile | None:
+        return Profile(name="Test Person", email="test.person@example.com")
+
+    def forget(self, user_id: str) -> None:
+        return None
