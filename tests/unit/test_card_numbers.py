@@ -18,25 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bench.scanner_rates import (
-    DIGIT_SCRIPTS,
-    GLUE,
-    INVISIBLE,
-    NUMERIC_KINDS,
-    RANDOM_KINDS,
-    SEPARATORS,
-    TEST_CARD_NUMBERS,
-    disguises,
-    false_positives,
-    grouped,
-    groupings,
-    json_number_spellings,
-    measure_recall,
-    numeric_false_positives,
-    typical_add_payment_method,
-    typical_initiate_payment,
-    with_check_digit,
-)
 from schemas import card_numbers
 from schemas.card_numbers import (
     BRANDS,
@@ -49,6 +30,27 @@ from schemas.card_numbers import (
 )
 from schemas.commands import COMMAND_TYPES
 from tests.factories import add_payment_method, command
+from tests.support.card_number_disguises import (
+    DIGIT_SCRIPTS,
+    GLUE,
+    INVISIBLE,
+    SEPARATORS,
+    TEST_CARD_NUMBERS,
+    disguises,
+    grouped,
+    groupings,
+    json_number_spellings,
+    measure_recall,
+    typical_add_payment_method,
+    typical_initiate_payment,
+    with_check_digit,
+)
+from tests.support.card_number_lookalikes import (
+    NUMERIC_KINDS,
+    RANDOM_KINDS,
+    false_positives,
+    numeric_false_positives,
+)
 
 # Per kind of random value; the CI budget allows a million of each token kind.
 RANDOM_VALUES = 1_000_000
