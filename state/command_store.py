@@ -17,27 +17,14 @@ from its last commit with an empty cache. Ids that clashed are remembered in
 ``WriteConflicts``, which outlives the restart, so the retry looks them up instead of
 deciding them again.
 
-Memory is bounded by what is cached, not by how many commands or users go by. The cache
-holds at most ``cached_keys`` keys and at most ``max_cached_bytes`` of their estimated
-size (``_estimated_bytes``), the least recently used evicted first. Per key it holds:
-
-- the active payment methods only (at most ``MAX_ACTIVE_PAYMENT_METHODS``). A removed
-  method is read when a command names its id (to remove it again, to reuse its id),
-  together with the check whether the id is another user's: the same query. A command
-  that names no payment method nor payment may be an erasure, which must purge what
-  removed methods still hold; those are read for it only if the key has any
-  (``_KnownStream.removed_with_data``). A checkpoint's staged state keeps the methods
-  it changed, removed ones too, until it is written: that is bounded by its commands.
-- the ids of its newest ``recent_commands`` commands. They are what recognises a
-  redelivered or re-sent command without a query; an older duplicate is still caught,
-  by the inbox's primary key, when the checkpoint is written (see ``processed_command``).
+Memory is bounded by what is cached, not by how many commands or users go by: the
+key-state cache (``state.key_state_cache``) says what it holds per key and how its size
+is estimated.
 """
 
 from __future__ import annotations
 
 import heapq
-import sys
-from collections import OrderedDict
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -70,6 +57,12 @@ from domain.model import Decision, KeyState, Payment, PaymentMethod, apply_decis
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
 from state.errors import database_errors
+from state.key_state_cache import (
+    CachedKey,
+    KeyStateCache,
+    any_removed_with_data,
+    cache_entry,
+)
 from state.tables import (
     gateway_customers,
     payment_methods,
@@ -173,18 +166,6 @@ def _bounded_update(remembered: set[UUID], command_ids: Iterable[UUID]) -> None:
 _MAX_REMEMBERED_CONFLICTS = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class _KnownStream:
-    """A key as it is in Postgres: its state with its active methods only, the ids
-    (``UUID.int``, oldest first) of its newest commands, whether a removed method of it
-    may still hold a gateway token or a billing name, and the entry's estimated size."""
-
-    state: KeyState
-    recent_ids: tuple[int, ...]
-    removed_with_data: bool
-    size: int
-
-
 @dataclass(slots=True)
 class _StagedStream:
     """A key's state with this checkpoint's decisions applied (changed methods kept)."""
@@ -193,76 +174,8 @@ class _StagedStream:
     removed_with_data: bool
 
 
-def _holds_personal_data(method: PaymentMethod) -> bool:
-    return method.gateway_token is not None or method.billing_name is not None
-
-
-def _any_removed_with_data(methods: Iterable[PaymentMethod]) -> bool:
-    return any(not method.active and _holds_personal_data(method) for method in methods)
-
-
 def _method_order(method: PaymentMethod) -> tuple[datetime, str]:
     return method.created_at, method.payment_method_id
-
-
-# What a cache entry costs beyond its strings, from the sizes of this interpreter's
-# objects: the OrderedDict's slot and link, the entry, its state and tuples; per method
-# its object, two datetimes and the expiry year (the month is a shared small int); per
-# recent command id a tuple slot and a 128-bit int. Strings are measured one by one
-# (``sys.getsizeof``: a non-ASCII billing name costs more). Every object is rounded up
-# to pymalloc's 16-byte blocks, as the allocator does; the unit tests check the estimate
-# against tracemalloc.
-def _block(size: int) -> int:
-    return -(-size // 16) * 16
-
-
-_ENTRY_BYTES = (
-    _block(sys.getsizeof(_KnownStream(KeyState(key=""), (), False, 0)))
-    + _block(sys.getsizeof(KeyState(key="")))
-    + _block(sys.getsizeof((None,)))  # the methods tuple, beyond its slots
-    + _block(sys.getsizeof((0,)))  # the recent ids tuple, beyond its slots
-    + 120  # the OrderedDict: its hash table slots (with their slack) and its link node
-)
-_METHOD_BYTES = (
-    8  # its slot in the methods tuple
-    + _block(
-        sys.getsizeof(
-            PaymentMethod(
-                "", "", None, "", "", 1, 2030, "", None, False, True, datetime.min, datetime.min
-            )
-        )
-    )
-    + 2 * _block(sys.getsizeof(datetime.min))
-    + _block(sys.getsizeof(2030))
-)
-_RECENT_ID_BYTES = 8 + _block(sys.getsizeof(2**127))
-
-
-def _str_bytes(value: str | None) -> int:
-    return 0 if value is None else _block(sys.getsizeof(value))
-
-
-def _estimated_bytes(key: str, state: KeyState, recent_ids: tuple[int, ...]) -> int:
-    """What a cache entry costs, to bound the cache by bytes and not only by keys.
-
-    A key's size varies with its methods (up to ``MAX_ACTIVE_PAYMENT_METHODS``, with
-    names and tokens) and its recent ids, from some 600 bytes to some 16 KiB, so a
-    count of keys alone bounds nothing in particular.
-    """
-    size = _ENTRY_BYTES + _str_bytes(key) + _str_bytes(state.gateway_customer_id)
-    size += _RECENT_ID_BYTES * len(recent_ids)
-    for method in state.methods:
-        size += (
-            _METHOD_BYTES
-            + _str_bytes(method.payment_method_id)
-            + _str_bytes(method.user_id)
-            + _str_bytes(method.gateway_token)
-            + _str_bytes(method.brand)
-            + _str_bytes(method.last4)
-            + _str_bytes(method.fingerprint)
-            + _str_bytes(method.billing_name)
-        )
-    return size
 
 
 # One row per active payment method of each key (or one row of NULL method columns for a
@@ -309,14 +222,10 @@ class CommandStore:
         if min(cached_keys, max_cached_bytes, recent_commands) < 1:
             raise ValueError("the cache bounds must be positive")
         self._engine = engine
-        self._cached_keys = cached_keys
-        self._max_cached_bytes = max_cached_bytes
         self._recent_commands = recent_commands
         self._conflicts = conflicts if conflicts is not None else WriteConflicts()
         self._reader: Connection | None = None
-        # Committed state per key, least recently used first, and its estimated size.
-        self._known: OrderedDict[str, _KnownStream] = OrderedDict()
-        self._known_bytes = 0
+        self._cache = KeyStateCache(cached_keys, max_cached_bytes)
         # This checkpoint's decisions, not yet in Postgres.
         self._streams: dict[str, _StagedStream] = {}
         self._commands: dict[UUID, ProcessedCommand] = {}
@@ -343,12 +252,12 @@ class CommandStore:
 
     @property
     def cached_keys(self) -> int:
-        return len(self._known)
+        return len(self._cache)
 
     @property
     def cached_bytes(self) -> int:
         """The cache's estimated size; at most ``max_cached_bytes`` between calls."""
-        return self._known_bytes
+        return self._cache.size_bytes
 
     # --- reads -------------------------------------------------------------------------
 
@@ -416,7 +325,7 @@ class CommandStore:
                 else (frozenset(), ())
             )
             named_payments = self._payments(payment_ids) if payment_ids else ()
-        if with_removed and not removed and not _any_removed_with_data(state.methods):
+        if with_removed and not removed and not any_removed_with_data(state.methods):
             self._no_removed_data(key)
         methods = state.methods
         if removed:
@@ -439,9 +348,7 @@ class CommandStore:
         staged = self._streams.get(key)
         if staged is not None:
             staged.removed_with_data = False
-        known = self._known.get(key)
-        if known is not None:
-            self._known[key] = replace(known, removed_with_data=False)
+        self._cache.no_removed_data(key)
 
     def _read(self) -> Connection:
         """One autocommit connection for reads: no pool checkout (and ping) per query."""
@@ -449,41 +356,21 @@ class CommandStore:
             self._reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self._reader
 
-    def _known_stream(self, key: str) -> _KnownStream:
-        known = self._known.get(key)
-        if known is not None:
-            self._known.move_to_end(key)
-        else:
+    def _known_stream(self, key: str) -> CachedKey:
+        known = self._cache.use(key)
+        if known is None:
             with _database_errors():
                 known = self._load_stream(key)
-            self._remember(key, known)
+            self._cache.remember(key, known)
         self._read_versions.setdefault(key, known.state.last_sequence)
         return known
 
     def forget_cached(self) -> None:
         """Drop every cached key (this worker gave up partitions; others may write them)."""
-        self._known.clear()
-        self._known_bytes = 0
+        self._cache.clear()
         self._inbox_checked.clear()
         self._prefetched_methods.clear()
         self._prefetched_payments.clear()
-
-    def _entry(
-        self, key: str, state: KeyState, recent_ids: tuple[int, ...], removed_with_data: bool
-    ) -> _KnownStream:
-        return _KnownStream(
-            state, recent_ids, removed_with_data, _estimated_bytes(key, state, recent_ids)
-        )
-
-    def _remember(self, key: str, known: _KnownStream) -> None:
-        before = self._known.pop(key, None)
-        if before is not None:
-            self._known_bytes -= before.size
-        self._known[key] = known
-        self._known_bytes += known.size
-        while len(self._known) > self._cached_keys or self._known_bytes > self._max_cached_bytes:
-            _, evicted = self._known.popitem(last=False)
-            self._known_bytes -= evicted.size
 
     def _payments(self, ids: list[str]) -> tuple[Payment, ...]:
         found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
@@ -505,10 +392,10 @@ class CommandStore:
             found.update(loaded)
         return tuple(found[pid] for pid in ids if pid in found)
 
-    def _load_stream(self, key: str) -> _KnownStream:
+    def _load_stream(self, key: str) -> CachedKey:
         return self._load_streams([key])[key]
 
-    def _load_streams(self, keys: list[str]) -> dict[str, _KnownStream]:
+    def _load_streams(self, keys: list[str]) -> dict[str, CachedKey]:
         """Keys' active methods, sequences, gateway customers and newest command ids, and
         whether a removed method still holds personal data, in one query for all keys:
         one round trip per batch is most of what reading costs."""
@@ -543,7 +430,7 @@ class CommandStore:
                 gateway_customer_id=first["customer_id"],
             )
             recent_ids = tuple(command_id.int for command_id in first["command_ids"] or ())
-            loaded[key] = self._entry(key, state, recent_ids, bool(first["with_data"]))
+            loaded[key] = cache_entry(key, state, recent_ids, bool(first["with_data"]))
         return loaded
 
     def prefetch(
@@ -563,7 +450,7 @@ class CommandStore:
         what another worker changes meanwhile fails the fenced write (module docstring).
         """
         ids = [cid for cid in command_ids if cid not in self._inbox_checked]
-        missing = list(dict.fromkeys(key for key in keys if key not in self._known))
+        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
         # Rows read since the last write are still what Postgres holds for this worker
         # (``discard`` drops them after each write): only new ids cost a query. Commands
         # held by an outage are not read again batch after batch.
@@ -589,7 +476,7 @@ class CommandStore:
                     self._inbox_checked[command_id] = found.get(command_id)
             if missing:
                 for key, known in self._load_streams(missing).items():
-                    self._remember(key, known)
+                    self._cache.remember(key, known)
             if method_ids:
                 statement = select(payment_methods).where(
                     payment_methods.c.payment_method_id == any_(_array(method_ids, Text()))
@@ -683,7 +570,7 @@ class CommandStore:
         if decision.customer_reference is not None:
             self._changed_customers[key] = after.gateway_customer_id
         self._streams[key] = _StagedStream(
-            after, removed_with_data or _any_removed_with_data(decision.changed_methods)
+            after, removed_with_data or any_removed_with_data(decision.changed_methods)
         )
 
     def flush(self) -> int:
@@ -734,14 +621,14 @@ class CommandStore:
         for command in self._commands.values():
             new_ids.setdefault(command.stream_key, []).append(command.command_id.int)
         for key, staged in self._streams.items():
-            before = self._known.get(key)
+            before = self._cache.peek(key)
             ids = (before.recent_ids if before is not None else ()) + tuple(new_ids.get(key, ()))
             state = staged.state
             if not all(method.active for method in state.methods):
                 state = replace(state, methods=tuple(m for m in state.methods if m.active))
-            self._remember(
+            self._cache.remember(
                 key,
-                self._entry(key, state, ids[-self._recent_commands :], staged.removed_with_data),
+                cache_entry(key, state, ids[-self._recent_commands :], staged.removed_with_data),
             )
 
     def _write_inbox(self, connection: Connection) -> None:

@@ -1,6 +1,6 @@
 """The key-state cache's size estimate is honest: it is what bounds the worker's memory.
 
-``state.command_store`` evicts keys when their estimated bytes pass
+``state.key_state_cache`` evicts keys when their estimated bytes pass
 ``state_cache_max_bytes``; an estimate far below what the entries really take would let
 memory grow past the bound. Entries are built as a read from PostgreSQL builds them
 (every string its own object), and their estimate is compared with what tracemalloc
@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 
 from domain.model import KeyState, PaymentMethod
-from state.command_store import _estimated_bytes, _KnownStream
+from state.key_state_cache import CachedKey, estimated_bytes
 from tests.factories import ISSUED_AT
 
 ENTRIES = 2_000
@@ -29,7 +29,7 @@ def _fresh(text: str) -> str:
     return "".join(list(text))
 
 
-def _entry(index: int, methods: int, recent_ids: int, name: str) -> tuple[str, _KnownStream]:
+def _entry(index: int, methods: int, recent_ids: int, name: str) -> tuple[str, CachedKey]:
     user = _fresh(f"user-mem-{index:06d}")
     key = _fresh(f"user:{user}")
     cards = tuple(
@@ -57,7 +57,7 @@ def _entry(index: int, methods: int, recent_ids: int, name: str) -> tuple[str, _
         gateway_customer_id=_fresh(f"cus_{index:024d}"),
     )
     ids = tuple(uuid.uuid4().int for _ in range(recent_ids))
-    return key, _KnownStream(state, ids, False, _estimated_bytes(key, state, ids))
+    return key, CachedKey(state, ids, False, estimated_bytes(key, state, ids))
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_the_estimate_is_what_entries_allocate_or_a_little_more(
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        cache: OrderedDict[str, _KnownStream] = OrderedDict()
+        cache: OrderedDict[str, CachedKey] = OrderedDict()
         for index in range(ENTRIES):
             key, entry = _entry(index, methods, recent_ids, name)
             cache[key] = entry
