@@ -7,7 +7,7 @@
 #   docker run -d -p 9108:9108 payment-worker          # the worker (run worker)
 #   docker run -d payment-worker run projection        # the User Service's payment view
 #
-# Settings come from PAYMENT_WORKER_* variables and secret files (see README.md).
+# Settings come from PAYMENT_WORKER_* variables and secret files (see docs/configuration.md).
 # tests/unit/test_container.py checks this file against pyproject.toml and the code;
 # scripts/lint-dockerfile lints it.
 

@@ -48,7 +48,7 @@ integration: install stack-up
 test: install stack-up lint
 	$(BIN)/pytest
 
-# The proofs of README §Performance and §Reliability (long; CI runs small versions).
+# The proofs of docs/performance.md and docs/reliability.md (long; CI runs small versions).
 # make bench: baselines A (raw confluent-kafka), B (quixstreams), C (PostgreSQL bulk) and the
 # worker with a 0 ms and a 100 ms sandbox gateway, in one run (about 10 minutes on 2 cores);
 # sizes by BENCH_ARGS, e.g. BENCH_ARGS="--commands 50000 --worker-seconds 60", or --smoke

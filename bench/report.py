@@ -1,6 +1,6 @@
 """The benchmark's verdict: one table for people, the same figures as JSON for tools.
 
-The targets are DESIGN.md §6 (and the README's 10,000 commands/s). Memory "growth" is
+The targets are DESIGN.md §6 (and the 10,000 commands/s of docs/performance.md). Memory "growth" is
 judged between the middle of the throughput run's measured window and its end, after
 start-up allocations and caches have filled; a proof over a million commands is
 ``--commands 1000000`` (or ``make bench-memory``).

@@ -7,7 +7,7 @@ below the last applied sequence was applied already (a redelivery or a duplicate
 de-duplication by ``eventId`` follows), the next one is applied, and one further ahead
 means an event is missing. A view is never built past a missing event: the user is
 marked as having a gap and stays as it was until an operator rebuilds the view from the
-topic (see README, "The User Service side").
+topic (see docs/projection.md, "Rebuilding the view from the topic").
 """
 
 from __future__ import annotations

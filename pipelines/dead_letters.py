@@ -8,7 +8,7 @@ from pipelines.records import IncomingMessage, OutgoingRecord
 from schemas.card_numbers import contains_card_number
 from schemas.errors import InvalidMessage
 
-# Header names, documented in the README; consumers of the DLQ rely on them.
+# Header names, documented in docs/dead-letters.md; consumers of the DLQ rely on them.
 HEADER_PREFIX = "dlq."
 MAX_ERROR_LENGTH = 500
 

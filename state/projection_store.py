@@ -6,7 +6,7 @@ The view belongs to another service, so it shares nothing with the worker's tabl
 Migrations: the tables are created by ``metadata.create_all`` when the projection
 starts (``ensure_projection_schema``), not by the worker's Alembic history. That is the
 simplest option that stays correct here: the view is disposable (it is rebuilt from
-``payment.events`` at any time, see README), so a change of its tables is shipped as a
+``payment.events`` at any time, see docs/projection.md), so a change of its tables is shipped as a
 rebuild into a new schema rather than as an in-place migration, and ``create_all`` with
 ``checkfirst`` is idempotent and safe when several projection instances start at once
 (a concurrent creator's error is retried). A real User Service would put these tables

@@ -133,7 +133,7 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 ADVERSE_ANSWERS = Counter(
     "payment_worker_adverse_answers_total",
     "Answers of the gateway and the User Service other than a plain success, by service, "
-    "operation and answer (README, section 7, the table of answers): busy (409), "
+    "operation and answer (docs/dependencies.md, the table of answers): busy (409), "
     "unauthorized (401, 403), refused (another 4xx), not_found (404), key_conflict (422), "
     "unexpected (an answer the contract does not allow), unusable_profile.",
     ["service", "operation", "answer"],
