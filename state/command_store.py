@@ -57,6 +57,7 @@ from domain.model import Decision, KeyState, Payment, PaymentMethod, apply_decis
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
 from state.errors import database_errors
+from state.inbox import ProcessedCommand, processed_from_row, read_stored_outcome
 from state.key_state_cache import (
     CachedKey,
     KeyStateCache,
@@ -71,22 +72,14 @@ from state.tables import (
     stream_sequences,
 )
 
-
-@dataclass(frozen=True, slots=True)
-class ProcessedCommand:
-    """An inbox row: the outcome of a command exactly as it was published."""
-
-    command_id: UUID
-    payload_sha256: bytes
-    stream_key: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    command_type: str
-    status: str
-    result_value: bytes
-    event_values: tuple[bytes, ...]
-    processed_at: datetime
+# What the processor, the wiring and the tests use: the store and the types of its methods.
+__all__ = [
+    "CommandStore",
+    "ConcurrentWriteError",
+    "ProcessedCommand",
+    "UnstorableBatch",
+    "WriteConflicts",
+]
 
 
 def _method_from_row(row: RowMapping) -> PaymentMethod:
@@ -95,22 +88,6 @@ def _method_from_row(row: RowMapping) -> PaymentMethod:
 
 def _payment_from_row(row: RowMapping) -> Payment:
     return Payment(**{column: row[column] for column in Payment.__slots__})
-
-
-def _processed_from_row(values: RowMapping) -> ProcessedCommand:
-    return ProcessedCommand(
-        command_id=values["command_id"],
-        payload_sha256=bytes(values["payload_sha256"]),
-        stream_key=values["stream_key"],
-        source_topic=values["source_topic"],
-        source_partition=values["source_partition"],
-        source_offset=values["source_offset"],
-        command_type=values["command_type"],
-        status=values["status"],
-        result_value=bytes(values["result_value"]),
-        event_values=tuple(bytes(value) for value in values["event_values"]),
-        processed_at=values["processed_at"],
-    )
 
 
 def _as_row(value: PaymentMethod | Payment) -> dict[str, Any]:
@@ -285,15 +262,7 @@ class CommandStore:
         if pending is not None:
             return pending
         with _database_errors():
-            row = (
-                self._read()
-                .execute(
-                    select(processed_commands).where(processed_commands.c.command_id == command_id)
-                )
-                .mappings()
-                .one_or_none()
-            )
-        return None if row is None else _processed_from_row(row)
+            return read_stored_outcome(self._read(), command_id)
 
     def key_state(
         self,
@@ -471,7 +440,7 @@ class CommandStore:
                     )
                     .mappings()
                 )
-                found = {row["command_id"]: _processed_from_row(row) for row in rows}
+                found = {row["command_id"]: processed_from_row(row) for row in rows}
                 for command_id in ids:
                     self._inbox_checked[command_id] = found.get(command_id)
             if missing:
