@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -56,7 +55,6 @@ from domain.errors import TransientError
 from domain.model import Decision, KeyState, Payment, PaymentMethod, apply_decision
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
-from state.errors import database_errors
 from state.inbox import ProcessedCommand, processed_from_row, read_stored_outcome
 from state.key_state_cache import (
     CachedKey,
@@ -70,6 +68,13 @@ from state.tables import (
     payments,
     processed_commands,
     stream_sequences,
+)
+from state.write_fences import (
+    ConcurrentWriteError,
+    UnstorableBatch,
+    WriteConflicts,
+    check_unchanged_keys,
+    fenced_database_errors,
 )
 
 # What the processor, the wiring and the tests use: the store and the types of its methods.
@@ -98,49 +103,6 @@ def _array(values: list[Any], item_type: Any) -> BindParameter[Any]:
     """One array parameter (``= ANY(:values)``): a statement that compiles once, whatever
     the number of values, where ``IN`` expands to one parameter per value."""
     return bindparam(None, values, type_=ARRAY(item_type))
-
-
-class ConcurrentWriteError(TransientError):
-    """Another worker wrote first; this checkpoint is retried from its first command."""
-
-
-class UnstorableBatch(TransientError):
-    """PostgreSQL refused a value of one of this checkpoint's commands; the checkpoint is
-    retried from its first command, writing each of them alone (``WriteConflicts``)."""
-
-
-def _database_errors() -> AbstractContextManager[None]:
-    return database_errors(ConcurrentWriteError)
-
-
-@dataclass(slots=True)
-class WriteConflicts:
-    """What failed checkpoints taught; it outlives a pipeline restart.
-
-    ``command_ids``: ids another writer stored first, so the retried checkpoint reads
-    their stored outcome instead of deciding them again. ``suspects``: the commands of
-    a checkpoint that PostgreSQL refused as unstorable; the retry writes each of them
-    in a transaction of its own, so that only the one at fault is dead-lettered.
-    """
-
-    command_ids: set[UUID] = field(default_factory=set)
-    suspects: set[UUID] = field(default_factory=set)
-
-    def remember(self, command_ids: Iterable[UUID]) -> None:
-        _bounded_update(self.command_ids, command_ids)
-
-    def suspect(self, command_ids: Iterable[UUID]) -> None:
-        _bounded_update(self.suspects, command_ids)
-
-
-def _bounded_update(remembered: set[UUID], command_ids: Iterable[UUID]) -> None:
-    if len(remembered) > _MAX_REMEMBERED_CONFLICTS:
-        # Bounded memory; forgetting only costs another failed checkpoint.
-        remembered.clear()
-    remembered.update(command_ids)
-
-
-_MAX_REMEMBERED_CONFLICTS = 100_000
 
 
 @dataclass(slots=True)
@@ -261,7 +223,7 @@ class CommandStore:
         pending = self._commands.get(command_id)
         if pending is not None:
             return pending
-        with _database_errors():
+        with fenced_database_errors():
             return read_stored_outcome(self._read(), command_id)
 
     def key_state(
@@ -287,7 +249,7 @@ class CommandStore:
         with_removed = removed_with_data and not named and not payment_ids
         if not foreign and not payment_ids and not with_removed:
             return state
-        with _database_errors():
+        with fenced_database_errors():
             taken, removed = (
                 self._named_methods(key, foreign, with_removed, own_ids)
                 if foreign or with_removed
@@ -328,7 +290,7 @@ class CommandStore:
     def _known_stream(self, key: str) -> CachedKey:
         known = self._cache.use(key)
         if known is None:
-            with _database_errors():
+            with fenced_database_errors():
                 known = self._load_stream(key)
             self._cache.remember(key, known)
         self._read_versions.setdefault(key, known.state.last_sequence)
@@ -429,7 +391,7 @@ class CommandStore:
         named_payments = [
             pid for pid in dict.fromkeys(payment_ids) if pid not in self._prefetched_payments
         ]
-        with _database_errors():
+        with fenced_database_errors():
             if ids:
                 rows = (
                     self._read()
@@ -568,9 +530,11 @@ class CommandStore:
             return 0
         count = len(self._commands)
         try:
-            with _database_errors(), self._engine.begin() as connection:
+            with fenced_database_errors(), self._engine.begin() as connection:
                 self._write_inbox(connection)
-                self._check_unchanged_keys(connection)
+                check_unchanged_keys(
+                    connection, self._streams, self._changed_sequences, self._read_versions
+                )
                 self._write_sequences(connection)
                 self._write_methods(connection)
                 self._write_payments(connection)
@@ -698,22 +662,6 @@ class CommandStore:
                     set_={"customer_id": statement.excluded.customer_id},
                 )
             )
-
-    def _check_unchanged_keys(self, connection: Connection) -> None:
-        """Keys decided on but not advanced must still be at the version this worker read."""
-        unchanged = [key for key in self._streams if key not in self._changed_sequences]
-        if not unchanged:
-            return
-        moved = connection.execute(
-            text(
-                "SELECT v.key FROM unnest(CAST(:keys AS text[]), CAST(:reads AS bigint[]))"
-                " AS v(key, read) LEFT JOIN stream_sequences AS e ON e.stream_key = v.key"
-                " WHERE coalesce(e.last_sequence, 0) <> v.read"
-            ),
-            {"keys": unchanged, "reads": [self._read_versions[key] for key in unchanged]},
-        ).first()
-        if moved is not None:
-            raise ConcurrentWriteError("another writer advanced a key of this batch")
 
     def _write_sequences(self, connection: Connection) -> None:
         """Advance each key's sequence from the value this worker read, and only from it."""
