@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -52,9 +52,10 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import Connection
 
 from domain.errors import TransientError
-from domain.model import Decision, KeyState, Payment, PaymentMethod, apply_decision
+from domain.model import Decision, KeyState, Payment, PaymentMethod
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
+from state.checkpoint_staging import CheckpointStaging
 from state.inbox import ProcessedCommand, processed_from_row, read_stored_outcome
 from state.key_state_cache import (
     CachedKey,
@@ -103,14 +104,6 @@ def _array(values: list[Any], item_type: Any) -> BindParameter[Any]:
     """One array parameter (``= ANY(:values)``): a statement that compiles once, whatever
     the number of values, where ``IN`` expands to one parameter per value."""
     return bindparam(None, values, type_=ARRAY(item_type))
-
-
-@dataclass(slots=True)
-class _StagedStream:
-    """A key's state with this checkpoint's decisions applied (changed methods kept)."""
-
-    state: KeyState
-    removed_with_data: bool
 
 
 def _method_order(method: PaymentMethod) -> tuple[datetime, str]:
@@ -166,15 +159,10 @@ class CommandStore:
         self._reader: Connection | None = None
         self._cache = KeyStateCache(cached_keys, max_cached_bytes)
         # This checkpoint's decisions, not yet in Postgres.
-        self._streams: dict[str, _StagedStream] = {}
-        self._commands: dict[UUID, ProcessedCommand] = {}
-        self._changed_methods: dict[str, PaymentMethod] = {}
-        self._changed_payments: dict[str, Payment] = {}
-        self._changed_customers: dict[str, str | None] = {}
+        self._staging = CheckpointStaging(self._known_stream)
         # Payments as read from Postgres in this checkpoint: their writes are conditional
         # on still being so, because payments are shared across keys and partitions.
         self._loaded_payments: dict[str, Payment] = {}
-        self._changed_sequences: dict[str, int] = {}
         # The sequence (version) of each key as this checkpoint first read it; the write
         # is fenced on it, for keys whose decisions changed nothing too (a rejection
         # decided on an outdated state must not be stored either).
@@ -187,7 +175,7 @@ class CommandStore:
 
     @property
     def pending_commands(self) -> int:
-        return len(self._commands)
+        return len(self._staging.commands)
 
     @property
     def cached_keys(self) -> int:
@@ -207,7 +195,7 @@ class CommandStore:
         a query; an id used earlier under another key, or long ago, is caught by the
         inbox's primary key when the checkpoint is written (see the module docstring).
         """
-        pending = self._commands.get(command_id)
+        pending = self._staging.commands.get(command_id)
         if pending is not None:
             return pending
         if command_id in self._inbox_checked:
@@ -220,7 +208,7 @@ class CommandStore:
     def stored_outcome(self, command_id: UUID) -> ProcessedCommand | None:
         """The stored outcome of ``command_id``, read from PostgreSQL now, whatever is
         cached or was read ahead: what another worker committed since is seen."""
-        pending = self._commands.get(command_id)
+        pending = self._staging.commands.get(command_id)
         if pending is not None:
             return pending
         with fenced_database_errors():
@@ -241,7 +229,7 @@ class CommandStore:
         A command that names neither may be an erasure: this key's removed methods that
         still hold a token or a billing name are added for it, if it has any.
         """
-        state, removed_with_data = self._current(key)
+        state, removed_with_data = self._staging.current(key)
         named = list(named_payment_method_ids)
         payment_ids = list(named_payment_ids)
         own_ids = {method.payment_method_id for method in state.methods}
@@ -267,18 +255,9 @@ class CommandStore:
             state, methods=methods, taken_payment_method_ids=taken, payments=named_payments
         )
 
-    def _current(self, key: str) -> tuple[KeyState, bool]:
-        staged = self._streams.get(key)
-        if staged is not None:
-            return staged.state, staged.removed_with_data
-        known = self._known_stream(key)
-        return known.state, known.removed_with_data
-
     def _no_removed_data(self, key: str) -> None:
         """No removed method of ``key`` holds personal data: stop looking for them."""
-        staged = self._streams.get(key)
-        if staged is not None:
-            staged.removed_with_data = False
+        self._staging.no_removed_data(key)
         self._cache.no_removed_data(key)
 
     def _read(self) -> Connection:
@@ -304,7 +283,11 @@ class CommandStore:
         self._prefetched_payments.clear()
 
     def _payments(self, ids: list[str]) -> tuple[Payment, ...]:
-        found = {pid: self._changed_payments[pid] for pid in ids if pid in self._changed_payments}
+        found = {
+            pid: self._staging.changed_payments[pid]
+            for pid in ids
+            if pid in self._staging.changed_payments
+        }
         for pid in ids:
             if pid not in found and pid in self._prefetched_payments:
                 payment = self._prefetched_payments[pid]
@@ -436,7 +419,7 @@ class CommandStore:
         fenced and fails anyway, see the module docstring).
         """
         user_id = stream_user_id(key)
-        taken = {pid for pid in ids if pid in self._changed_methods}
+        taken = {pid for pid in ids if pid in self._staging.changed_methods}
         conditions: list[ColumnElement[bool]] = (
             [payment_methods.c.payment_method_id.in_(ids)] if ids else []
         )
@@ -479,30 +462,14 @@ class CommandStore:
         the Kafka transaction commits is safe: a redelivery finds the stored outcome.
         """
         if processed.command_id not in self._conflicts.suspects:
-            self._stage(processed, key, decision)
+            self._staging.stage(processed, key, decision)
             return
         self.flush()
-        self._stage(processed, key, decision)
+        self._staging.stage(processed, key, decision)
         try:
             self._write_staged()
         finally:
             self._conflicts.suspects.discard(processed.command_id)
-
-    def _stage(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
-        self._commands[processed.command_id] = processed
-        state, removed_with_data = self._current(key)
-        after = apply_decision(state, decision)
-        for method in decision.changed_methods:
-            self._changed_methods[method.payment_method_id] = method
-        for payment in decision.changed_payments:
-            self._changed_payments[payment.payment_id] = payment
-        if after.last_sequence != state.last_sequence:
-            self._changed_sequences[key] = after.last_sequence
-        if decision.customer_reference is not None:
-            self._changed_customers[key] = after.gateway_customer_id
-        self._streams[key] = _StagedStream(
-            after, removed_with_data or any_removed_with_data(decision.changed_methods)
-        )
 
     def flush(self) -> int:
         """Write every staged decision in one transaction; returns the command count.
@@ -510,7 +477,7 @@ class CommandStore:
         The transaction fails, and nothing of it is applied, if another writer stored
         one of these commands or advanced one of these keys since this worker read it.
         """
-        staged = list(self._commands)
+        staged = list(self._staging.commands)
         try:
             return self._write_staged()
         except TransientError:
@@ -525,15 +492,18 @@ class CommandStore:
             raise UnstorableBatch(detail) from None
 
     def _write_staged(self) -> int:
-        if not self._commands:
+        if not self._staging.commands:
             self.discard()
             return 0
-        count = len(self._commands)
+        count = len(self._staging.commands)
         try:
             with fenced_database_errors(), self._engine.begin() as connection:
                 self._write_inbox(connection)
                 check_unchanged_keys(
-                    connection, self._streams, self._changed_sequences, self._read_versions
+                    connection,
+                    self._staging.key_states,
+                    self._staging.changed_sequences,
+                    self._read_versions,
                 )
                 self._write_sequences(connection)
                 self._write_methods(connection)
@@ -543,26 +513,10 @@ class CommandStore:
             self.forget_cached()
             raise
         else:
-            self._commit_to_cache()
+            self._staging.commit_to_cache(self._cache, self._recent_commands)
         finally:
             self.discard()
         return count
-
-    def _commit_to_cache(self) -> None:
-        """Keep the written states, without their removed methods, and the newest ids."""
-        new_ids: dict[str, list[int]] = {}
-        for command in self._commands.values():
-            new_ids.setdefault(command.stream_key, []).append(command.command_id.int)
-        for key, staged in self._streams.items():
-            before = self._cache.peek(key)
-            ids = (before.recent_ids if before is not None else ()) + tuple(new_ids.get(key, ()))
-            state = staged.state
-            if not all(method.active for method in state.methods):
-                state = replace(state, methods=tuple(m for m in state.methods if m.active))
-            self._cache.remember(
-                key,
-                cache_entry(key, state, ids[-self._recent_commands :], staged.removed_with_data),
-            )
 
     def _write_inbox(self, connection: Connection) -> None:
         stored = connection.execute(
@@ -583,21 +537,22 @@ class CommandStore:
                     "event_values": list(command.event_values),
                     "processed_at": command.processed_at,
                 }
-                for command in self._commands.values()
+                for command in self._staging.commands.values()
             ],
         ).scalars()
-        clashed = set(self._commands) - set(stored)
+        clashed = set(self._staging.commands) - set(stored)
         if clashed:
             self._conflicts.remember(clashed)
             raise ConcurrentWriteError(f"{len(clashed)} command(s) were stored by another writer")
 
     def _write_methods(self, connection: Connection) -> None:
-        if not self._changed_methods:
+        if not self._staging.changed_methods:
             return
         # Unique indexes are checked row by row, so rows that give up a default or
         # become inactive are written before the rows that take their place.
         rows = sorted(
-            self._changed_methods.values(), key=lambda method: (method.is_default, method.active)
+            self._staging.changed_methods.values(),
+            key=lambda method: (method.is_default, method.active),
         )
         statement = insert(payment_methods)
         updatable = {
@@ -621,11 +576,13 @@ class CommandStore:
         silently overwriting.
         """
         new = [
-            p for p in self._changed_payments.values() if p.payment_id not in self._loaded_payments
+            p
+            for p in self._staging.changed_payments.values()
+            if p.payment_id not in self._loaded_payments
         ]
         if new:
             connection.execute(insert(payments), [_as_row(payment) for payment in new])
-        for payment in self._changed_payments.values():
+        for payment in self._staging.changed_payments.values():
             before = self._loaded_payments.get(payment.payment_id)
             if before is None:
                 continue
@@ -644,7 +601,7 @@ class CommandStore:
                 raise ConcurrentWriteError(f"payment {payment.payment_id} changed meanwhile")
 
     def _write_customers(self, connection: Connection) -> None:
-        for key, customer_id in self._changed_customers.items():
+        for key, customer_id in self._staging.changed_customers.items():
             user_id = stream_user_id(key)
             if user_id is None:
                 raise ValueError("a guest payment's stream has no gateway customer")
@@ -665,11 +622,11 @@ class CommandStore:
 
     def _write_sequences(self, connection: Connection) -> None:
         """Advance each key's sequence from the value this worker read, and only from it."""
-        if not self._changed_sequences:
+        if not self._staging.changed_sequences:
             return
         new_keys: list[dict[str, Any]] = []
         advanced: list[tuple[str, int, int]] = []
-        for key, sequence in self._changed_sequences.items():
+        for key, sequence in self._staging.changed_sequences.items():
             read = self._read_versions[key]
             if read == 0:
                 new_keys.append({"stream_key": key, "last_sequence": sequence})
@@ -701,13 +658,8 @@ class CommandStore:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        self._streams.clear()
-        self._commands.clear()
-        self._changed_methods.clear()
-        self._changed_payments.clear()
-        self._changed_customers.clear()
+        self._staging.clear()
         self._loaded_payments.clear()
-        self._changed_sequences.clear()
         self._read_versions.clear()
         # Read before what was just written: a command decided later must read again.
         self._prefetched_methods.clear()
