@@ -2,6 +2,9 @@
 
     python -m bench.scaling [--rate 100] [--users 2000] [--phase-seconds 30] [--json PATH]
 
+SIGTERM stops it cleanly (its workers stopped, its topics and schema dropped); its workers
+also get SIGTERM should it die outright.
+
 On its own topics (12 partitions by default), consumer group and Postgres schema, with the
 sandbox gateway served in this process, it runs five phases while a producer thread sends
 commands at a steady rate the whole time, so every membership change happens under load.
@@ -60,6 +63,7 @@ import itertools
 import json
 import logging
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -71,6 +75,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -554,7 +559,10 @@ class ScalingRun:
                 "quixstreams_state_dir": self.work_dir / f"{name}-state",
             }
         )
-        member = Member(name, WorkerProcess(worker_settings, self.work_dir / f"{name}.log"), port)
+        process = WorkerProcess(
+            worker_settings, self.work_dir / f"{name}.log", die_with_parent=True
+        )
+        member = Member(name, process, port)
         logger.info("starting %s (metrics on port %d)", name, port)
         member.started_at = time.monotonic()
         member.process.start()
@@ -1076,6 +1084,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--partitions", type=int, default=defaults.partitions)
     parser.add_argument("--phase-seconds", type=float, default=defaults.phase_seconds)
+    parser.add_argument(
+        "--catch-up-timeout",
+        type=float,
+        default=defaults.catch_up_timeout_seconds,
+        dest="catch_up",
+        help="how long w1 may take to work off the backlog of its start-up",
+    )
     parser.add_argument("--warmup-seconds", type=float, default=defaults.warmup_seconds)
     parser.add_argument(
         "--drain-timeout", type=float, default=defaults.drain_timeout_seconds, dest="drain"
@@ -1087,8 +1102,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A stopped run still stops its workers and drops its topics and schema.
+    signal.signal(signal.SIGTERM, _interrupt)
     phase_seconds = args.phase_seconds
     if args.commands is not None:
         phase_seconds = max(5.0, (args.commands / args.rate - args.warmup_seconds) / 5)
@@ -1096,6 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         users=args.users,
         partitions=args.partitions,
+        catch_up_timeout_seconds=args.catch_up,
         warmup_seconds=args.warmup_seconds,
         phase_seconds=phase_seconds,
         drain_timeout_seconds=args.drain,
