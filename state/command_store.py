@@ -40,14 +40,11 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    delete,
-    func,
     or_,
     select,
     text,
-    update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.engine import Connection
 
@@ -56,6 +53,7 @@ from domain.model import Decision, KeyState, Payment, PaymentMethod
 from domain.streams import stream_user_id
 from schemas.errors import InvalidMessage
 from state.checkpoint_staging import CheckpointStaging
+from state.checkpoint_writes import write_checkpoint
 from state.inbox import ProcessedCommand, processed_from_row, read_stored_outcome
 from state.key_state_cache import (
     CachedKey,
@@ -64,17 +62,14 @@ from state.key_state_cache import (
     cache_entry,
 )
 from state.tables import (
-    gateway_customers,
     payment_methods,
     payments,
     processed_commands,
-    stream_sequences,
 )
 from state.write_fences import (
     ConcurrentWriteError,
     UnstorableBatch,
     WriteConflicts,
-    check_unchanged_keys,
     fenced_database_errors,
 )
 
@@ -94,10 +89,6 @@ def _method_from_row(row: RowMapping) -> PaymentMethod:
 
 def _payment_from_row(row: RowMapping) -> Payment:
     return Payment(**{column: row[column] for column in Payment.__slots__})
-
-
-def _as_row(value: PaymentMethod | Payment) -> dict[str, Any]:
-    return {column: getattr(value, column) for column in type(value).__slots__}
 
 
 def _array(values: list[Any], item_type: Any) -> BindParameter[Any]:
@@ -498,17 +489,13 @@ class CommandStore:
         count = len(self._staging.commands)
         try:
             with fenced_database_errors(), self._engine.begin() as connection:
-                self._write_inbox(connection)
-                check_unchanged_keys(
+                write_checkpoint(
                     connection,
-                    self._staging.key_states,
-                    self._staging.changed_sequences,
+                    self._staging,
                     self._read_versions,
+                    self._loaded_payments,
+                    self._conflicts,
                 )
-                self._write_sequences(connection)
-                self._write_methods(connection)
-                self._write_payments(connection)
-                self._write_customers(connection)
         except ConcurrentWriteError:
             self.forget_cached()
             raise
@@ -517,137 +504,6 @@ class CommandStore:
         finally:
             self.discard()
         return count
-
-    def _write_inbox(self, connection: Connection) -> None:
-        stored = connection.execute(
-            insert(processed_commands)
-            .on_conflict_do_nothing(index_elements=[processed_commands.c.command_id])
-            .returning(processed_commands.c.command_id),
-            [
-                {
-                    "command_id": command.command_id,
-                    "payload_sha256": command.payload_sha256,
-                    "stream_key": command.stream_key,
-                    "source_topic": command.source_topic,
-                    "source_partition": command.source_partition,
-                    "source_offset": command.source_offset,
-                    "command_type": command.command_type,
-                    "status": command.status,
-                    "result_value": command.result_value,
-                    "event_values": list(command.event_values),
-                    "processed_at": command.processed_at,
-                }
-                for command in self._staging.commands.values()
-            ],
-        ).scalars()
-        clashed = set(self._staging.commands) - set(stored)
-        if clashed:
-            self._conflicts.remember(clashed)
-            raise ConcurrentWriteError(f"{len(clashed)} command(s) were stored by another writer")
-
-    def _write_methods(self, connection: Connection) -> None:
-        if not self._staging.changed_methods:
-            return
-        # Unique indexes are checked row by row, so rows that give up a default or
-        # become inactive are written before the rows that take their place.
-        rows = sorted(
-            self._staging.changed_methods.values(),
-            key=lambda method: (method.is_default, method.active),
-        )
-        statement = insert(payment_methods)
-        updatable = {
-            column.name: statement.excluded[column.name]
-            for column in payment_methods.columns
-            if column.name not in ("payment_method_id", "user_id", "created_at")
-        }
-        connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[payment_methods.c.payment_method_id], set_=updatable
-            ),
-            [_as_row(method) for method in rows],
-        )
-
-    def _write_payments(self, connection: Connection) -> None:
-        """Insert new payments and update loaded ones only if nobody changed them since.
-
-        A payment id is checked and a guest payment linked by commands of different
-        keys, so two workers may decide about one payment at once: the plain INSERT and
-        the conditional UPDATE make the slower checkpoint fail and retry instead of
-        silently overwriting.
-        """
-        new = [
-            p
-            for p in self._staging.changed_payments.values()
-            if p.payment_id not in self._loaded_payments
-        ]
-        if new:
-            connection.execute(insert(payments), [_as_row(payment) for payment in new])
-        for payment in self._staging.changed_payments.values():
-            before = self._loaded_payments.get(payment.payment_id)
-            if before is None:
-                continue
-            updated = connection.execute(
-                update(payments)
-                .where(
-                    payments.c.payment_id == payment.payment_id,
-                    payments.c.user_id.is_not_distinct_from(before.user_id),
-                    payments.c.status == before.status,
-                )
-                .values(
-                    user_id=payment.user_id, status=payment.status, updated_at=payment.updated_at
-                )
-            )
-            if updated.rowcount != 1:
-                raise ConcurrentWriteError(f"payment {payment.payment_id} changed meanwhile")
-
-    def _write_customers(self, connection: Connection) -> None:
-        for key, customer_id in self._staging.changed_customers.items():
-            user_id = stream_user_id(key)
-            if user_id is None:
-                raise ValueError("a guest payment's stream has no gateway customer")
-            if customer_id is None:
-                connection.execute(
-                    delete(gateway_customers).where(gateway_customers.c.user_id == user_id)
-                )
-                continue
-            statement = insert(gateway_customers).values(
-                user_id=user_id, customer_id=customer_id, created_at=func.now()
-            )
-            connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[gateway_customers.c.user_id],
-                    set_={"customer_id": statement.excluded.customer_id},
-                )
-            )
-
-    def _write_sequences(self, connection: Connection) -> None:
-        """Advance each key's sequence from the value this worker read, and only from it."""
-        if not self._staging.changed_sequences:
-            return
-        new_keys: list[dict[str, Any]] = []
-        advanced: list[tuple[str, int, int]] = []
-        for key, sequence in self._staging.changed_sequences.items():
-            read = self._read_versions[key]
-            if read == 0:
-                new_keys.append({"stream_key": key, "last_sequence": sequence})
-            else:
-                advanced.append((key, read, sequence))
-        if new_keys:
-            # A plain INSERT: a row that appeared meanwhile fails the transaction.
-            connection.execute(insert(stream_sequences), new_keys)
-        if advanced:
-            keys, reads, sequences = (list(column) for column in zip(*advanced, strict=True))
-            updated = connection.execute(
-                text(
-                    "UPDATE stream_sequences AS e SET last_sequence = v.sequence"
-                    " FROM unnest(CAST(:keys AS text[]), CAST(:reads AS bigint[]),"
-                    " CAST(:sequences AS bigint[])) AS v(key, read, sequence)"
-                    " WHERE e.stream_key = v.key AND e.last_sequence = v.read"
-                ),
-                {"keys": keys, "reads": reads, "sequences": sequences},
-            )
-            if updated.rowcount != len(advanced):
-                raise ConcurrentWriteError("another writer advanced a key of this batch")
 
     def discard(self) -> None:
         """Forget staged decisions (after a flush, or when the checkpoint is abandoned).
