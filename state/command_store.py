@@ -17,55 +17,37 @@ from its last commit with an empty cache. Ids that clashed are remembered in
 ``WriteConflicts``, which outlives the restart, so the retry looks them up instead of
 deciding them again.
 
-Memory is bounded by what is cached, not by how many commands or users go by: the
-key-state cache (``state.key_state_cache``) says what it holds per key and how its size
-is estimated.
+``CommandStore`` is what the processor uses; each of its jobs is a module of its own:
+
+- ``state.key_state_cache``: each key's committed state and newest command ids, bounded
+  by keys and by estimated bytes (memory is bounded by what is cached, not by how many
+  commands or users go by);
+- ``state.key_state_reads``: key states read through the cache, many keys in one query,
+  and a batch's read-ahead of its inbox rows and of the payment methods and payments its
+  commands name;
+- ``state.inbox``: the processed commands, with their outcomes as published;
+- ``state.checkpoint_staging``: the checkpoint's decisions, staged over the committed
+  key states;
+- ``state.checkpoint_writes``: the staged decisions written in one transaction;
+- ``state.write_fences``: the fences of those writes, and what failed checkpoints
+  taught (``WriteConflicts``).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
-from dataclasses import replace
-from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-from sqlalchemy import (
-    BindParameter,
-    ColumnElement,
-    Engine,
-    RowMapping,
-    Text,
-    and_,
-    any_,
-    bindparam,
-    or_,
-    select,
-    text,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine
 
 from domain.errors import TransientError
-from domain.model import Decision, KeyState, Payment, PaymentMethod
-from domain.streams import stream_user_id
+from domain.model import Decision, KeyState
 from schemas.errors import InvalidMessage
 from state.checkpoint_staging import CheckpointStaging
 from state.checkpoint_writes import write_checkpoint
-from state.inbox import ProcessedCommand, processed_from_row, read_stored_outcome
-from state.key_state_cache import (
-    CachedKey,
-    KeyStateCache,
-    any_removed_with_data,
-    cache_entry,
-)
-from state.tables import (
-    payment_methods,
-    payments,
-    processed_commands,
-)
+from state.inbox import ProcessedCommand, read_stored_outcome
+from state.key_state_cache import KeyStateCache
+from state.key_state_reads import KeyStateReads
 from state.write_fences import (
     ConcurrentWriteError,
     UnstorableBatch,
@@ -81,53 +63,6 @@ __all__ = [
     "UnstorableBatch",
     "WriteConflicts",
 ]
-
-
-def _method_from_row(row: RowMapping) -> PaymentMethod:
-    return PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
-
-
-def _payment_from_row(row: RowMapping) -> Payment:
-    return Payment(**{column: row[column] for column in Payment.__slots__})
-
-
-def _array(values: list[Any], item_type: Any) -> BindParameter[Any]:
-    """One array parameter (``= ANY(:values)``): a statement that compiles once, whatever
-    the number of values, where ``IN`` expands to one parameter per value."""
-    return bindparam(None, values, type_=ARRAY(item_type))
-
-
-def _method_order(method: PaymentMethod) -> tuple[datetime, str]:
-    return method.created_at, method.payment_method_id
-
-
-# One row per active payment method of each key (or one row of NULL method columns for a
-# key without any), each carrying the key's other values.
-_LOAD_STREAMS = text(
-    """
-    SELECT k.key AS stream_key_, s.last_sequence, c.customer_id, recent.command_ids,
-           removed.with_data, m.*
-    FROM unnest(CAST(:keys AS text[]), CAST(:user_ids AS text[])) AS k(key, user_id)
-    LEFT JOIN stream_sequences AS s ON s.stream_key = k.key
-    LEFT JOIN gateway_customers AS c ON c.user_id = k.user_id
-    LEFT JOIN LATERAL (
-        SELECT array_agg(p.command_id ORDER BY p.processed_at) AS command_ids
-        FROM (
-            SELECT command_id, processed_at FROM processed_commands
-            WHERE stream_key = k.key ORDER BY processed_at DESC LIMIT :recent
-        ) AS p
-    ) AS recent ON true
-    CROSS JOIN LATERAL (
-        SELECT EXISTS (
-            SELECT FROM payment_methods AS r
-            WHERE r.user_id = k.user_id AND NOT r.active
-            AND (r.gateway_token IS NOT NULL OR r.billing_name IS NOT NULL)
-        ) AS with_data
-    ) AS removed
-    LEFT JOIN payment_methods AS m ON m.user_id = k.user_id AND m.active
-    ORDER BY k.key, m.created_at, m.payment_method_id
-    """
-)
 
 
 class CommandStore:
@@ -147,22 +82,10 @@ class CommandStore:
         self._engine = engine
         self._recent_commands = recent_commands
         self._conflicts = conflicts if conflicts is not None else WriteConflicts()
-        self._reader: Connection | None = None
         self._cache = KeyStateCache(cached_keys, max_cached_bytes)
+        self._reads = KeyStateReads(engine, self._cache, recent_commands)
         # This checkpoint's decisions, not yet in Postgres.
-        self._staging = CheckpointStaging(self._known_stream)
-        # Payments as read from Postgres in this checkpoint: their writes are conditional
-        # on still being so, because payments are shared across keys and partitions.
-        self._loaded_payments: dict[str, Payment] = {}
-        # The sequence (version) of each key as this checkpoint first read it; the write
-        # is fenced on it, for keys whose decisions changed nothing too (a rejection
-        # decided on an outdated state must not be stored either).
-        self._read_versions: dict[str, int] = {}
-        # Inbox answers read ahead for a batch's command ids (``prefetch``), each used once.
-        self._inbox_checked: dict[UUID, ProcessedCommand | None] = {}
-        # Rows of the ids a batch's commands name, read ahead (``prefetch``); None: absent.
-        self._prefetched_methods: dict[str, PaymentMethod | None] = {}
-        self._prefetched_payments: dict[str, Payment | None] = {}
+        self._staging = CheckpointStaging(self._reads.committed)
 
     @property
     def pending_commands(self) -> int:
@@ -189,9 +112,9 @@ class CommandStore:
         pending = self._staging.commands.get(command_id)
         if pending is not None:
             return pending
-        if command_id in self._inbox_checked:
-            return self._inbox_checked.pop(command_id)
-        known = self._known_stream(key)
+        if command_id in self._reads.inbox_checked:
+            return self._reads.inbox_checked.pop(command_id)
+        known = self._reads.committed(key)
         if command_id.int not in known.recent_ids and command_id not in self._conflicts.command_ids:
             return None
         return self.stored_outcome(command_id)
@@ -203,7 +126,7 @@ class CommandStore:
         if pending is not None:
             return pending
         with fenced_database_errors():
-            return read_stored_outcome(self._read(), command_id)
+            return read_stored_outcome(self._reads.connection(), command_id)
 
     def key_state(
         self,
@@ -220,123 +143,14 @@ class CommandStore:
         A command that names neither may be an erasure: this key's removed methods that
         still hold a token or a billing name are added for it, if it has any.
         """
-        state, removed_with_data = self._staging.current(key)
-        named = list(named_payment_method_ids)
-        payment_ids = list(named_payment_ids)
-        own_ids = {method.payment_method_id for method in state.methods}
-        foreign = [pid for pid in named if pid not in own_ids]
-        with_removed = removed_with_data and not named and not payment_ids
-        if not foreign and not payment_ids and not with_removed:
-            return state
-        with fenced_database_errors():
-            taken, removed = (
-                self._named_methods(key, foreign, with_removed, own_ids)
-                if foreign or with_removed
-                else (frozenset(), ())
-            )
-            named_payments = self._payments(payment_ids) if payment_ids else ()
-        if with_removed and not removed and not any_removed_with_data(state.methods):
-            self._no_removed_data(key)
-        methods = state.methods
-        if removed:
-            # In the order of a full read (creation), so that decisions see what they did
-            # when every method was read.
-            methods = tuple(heapq.merge(methods, removed, key=_method_order))
-        return replace(
-            state, methods=methods, taken_payment_method_ids=taken, payments=named_payments
+        return self._reads.key_state(
+            self._staging, key, named_payment_method_ids, named_payment_ids
         )
-
-    def _no_removed_data(self, key: str) -> None:
-        """No removed method of ``key`` holds personal data: stop looking for them."""
-        self._staging.no_removed_data(key)
-        self._cache.no_removed_data(key)
-
-    def _read(self) -> Connection:
-        """One autocommit connection for reads: no pool checkout (and ping) per query."""
-        if self._reader is None or self._reader.closed or self._reader.invalidated:
-            self._reader = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return self._reader
-
-    def _known_stream(self, key: str) -> CachedKey:
-        known = self._cache.use(key)
-        if known is None:
-            with fenced_database_errors():
-                known = self._load_stream(key)
-            self._cache.remember(key, known)
-        self._read_versions.setdefault(key, known.state.last_sequence)
-        return known
 
     def forget_cached(self) -> None:
         """Drop every cached key (this worker gave up partitions; others may write them)."""
         self._cache.clear()
-        self._inbox_checked.clear()
-        self._prefetched_methods.clear()
-        self._prefetched_payments.clear()
-
-    def _payments(self, ids: list[str]) -> tuple[Payment, ...]:
-        found = {
-            pid: self._staging.changed_payments[pid]
-            for pid in ids
-            if pid in self._staging.changed_payments
-        }
-        for pid in ids:
-            if pid not in found and pid in self._prefetched_payments:
-                payment = self._prefetched_payments[pid]
-                if payment is not None:
-                    self._loaded_payments[pid] = payment
-                    found[pid] = payment
-        missing = [pid for pid in ids if pid not in found and pid not in self._prefetched_payments]
-        if missing:
-            rows = (
-                self._read()
-                .execute(select(payments).where(payments.c.payment_id.in_(missing)))
-                .mappings()
-            )
-            loaded = {row["payment_id"]: _payment_from_row(row) for row in rows}
-            self._loaded_payments.update(loaded)
-            found.update(loaded)
-        return tuple(found[pid] for pid in ids if pid in found)
-
-    def _load_stream(self, key: str) -> CachedKey:
-        return self._load_streams([key])[key]
-
-    def _load_streams(self, keys: list[str]) -> dict[str, CachedKey]:
-        """Keys' active methods, sequences, gateway customers and newest command ids, and
-        whether a removed method still holds personal data, in one query for all keys:
-        one round trip per batch is most of what reading costs."""
-        rows = (
-            self._read()
-            .execute(
-                _LOAD_STREAMS,
-                {
-                    "keys": keys,
-                    # A guest payment's stream has no user: no methods, no gateway customer.
-                    "user_ids": [stream_user_id(key) for key in keys],
-                    "recent": self._recent_commands,
-                },
-            )
-            .mappings()
-            .all()
-        )
-        by_key: dict[str, list[Any]] = {}
-        for row in rows:
-            by_key.setdefault(row["stream_key_"], []).append(row)
-        loaded = {}
-        for key, key_rows in by_key.items():
-            first = key_rows[0]
-            state = KeyState(
-                key=key,
-                last_sequence=first["last_sequence"] or 0,
-                methods=tuple(
-                    PaymentMethod(**{column: row[column] for column in PaymentMethod.__slots__})
-                    for row in key_rows
-                    if row["payment_method_id"] is not None
-                ),
-                gateway_customer_id=first["customer_id"],
-            )
-            recent_ids = tuple(command_id.int for command_id in first["command_ids"] or ())
-            loaded[key] = cache_entry(key, state, recent_ids, bool(first["with_data"]))
-        return loaded
+        self._reads.forget_read_ahead()
 
     def prefetch(
         self,
@@ -354,93 +168,7 @@ class CommandStore:
         ids up here. What the batch itself changes is staged and wins over these rows;
         what another worker changes meanwhile fails the fenced write (module docstring).
         """
-        ids = [cid for cid in command_ids if cid not in self._inbox_checked]
-        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
-        # Rows read since the last write are still what Postgres holds for this worker
-        # (``discard`` drops them after each write): only new ids cost a query. Commands
-        # held by an outage are not read again batch after batch.
-        method_ids = [
-            pid for pid in dict.fromkeys(payment_method_ids) if pid not in self._prefetched_methods
-        ]
-        named_payments = [
-            pid for pid in dict.fromkeys(payment_ids) if pid not in self._prefetched_payments
-        ]
-        with fenced_database_errors():
-            if ids:
-                rows = (
-                    self._read()
-                    .execute(
-                        select(processed_commands).where(
-                            processed_commands.c.command_id == any_(_array(ids, PG_UUID()))
-                        )
-                    )
-                    .mappings()
-                )
-                found = {row["command_id"]: processed_from_row(row) for row in rows}
-                for command_id in ids:
-                    self._inbox_checked[command_id] = found.get(command_id)
-            if missing:
-                for key, known in self._load_streams(missing).items():
-                    self._cache.remember(key, known)
-            if method_ids:
-                statement = select(payment_methods).where(
-                    payment_methods.c.payment_method_id == any_(_array(method_ids, Text()))
-                )
-                self._prefetched_methods.update(dict.fromkeys(method_ids))
-                for row in self._read().execute(statement).mappings():
-                    self._prefetched_methods[row["payment_method_id"]] = _method_from_row(row)
-            if named_payments:
-                statement = select(payments).where(
-                    payments.c.payment_id == any_(_array(named_payments, Text()))
-                )
-                self._prefetched_payments.update(dict.fromkeys(named_payments))
-                for row in self._read().execute(statement).mappings():
-                    self._prefetched_payments[row["payment_id"]] = _payment_from_row(row)
-
-    def _named_methods(
-        self, key: str, ids: list[str], with_removed: bool, own_ids: set[str]
-    ) -> tuple[frozenset[str], tuple[PaymentMethod, ...]]:
-        """Which of ``ids`` are another key's, and this key's removed methods among them
-        (with, for a possible erasure, those that still hold personal data), in one query.
-
-        A method staged in this checkpoint for another key is taken too; one staged for
-        this key is already in its state (``own_ids``), which wins over Postgres. An
-        active method of this key that its state lacks means the state is outdated: it is
-        ignored, so that the decision is the one the outdated state gives (the write is
-        fenced and fails anyway, see the module docstring).
-        """
-        user_id = stream_user_id(key)
-        taken = {pid for pid in ids if pid in self._staging.changed_methods}
-        conditions: list[ColumnElement[bool]] = (
-            [payment_methods.c.payment_method_id.in_(ids)] if ids else []
-        )
-        if with_removed and user_id is not None:
-            conditions.append(
-                and_(
-                    payment_methods.c.user_id == user_id,
-                    payment_methods.c.active.is_(False),
-                    or_(
-                        payment_methods.c.gateway_token.is_not(None),
-                        payment_methods.c.billing_name.is_not(None),
-                    ),
-                )
-            )
-        if not conditions:
-            return frozenset(taken), ()
-        found: list[PaymentMethod]
-        if not with_removed and all(pid in self._prefetched_methods for pid in ids):
-            found = [m for pid in ids if (m := self._prefetched_methods[pid]) is not None]
-        else:
-            rows = self._read().execute(select(payment_methods).where(or_(*conditions)))
-            found = [_method_from_row(row) for row in rows.mappings()]
-        removed: list[PaymentMethod] = []
-        for method in found:
-            if method.user_id != user_id:
-                taken.add(method.payment_method_id)
-            elif not method.active and method.payment_method_id not in own_ids:
-                removed.append(method)
-        removed.sort(key=_method_order)
-        return frozenset(taken), tuple(removed)
+        self._reads.prefetch(keys, command_ids, payment_method_ids, payment_ids)
 
     # --- writes ------------------------------------------------------------------------
 
@@ -492,8 +220,8 @@ class CommandStore:
                 write_checkpoint(
                     connection,
                     self._staging,
-                    self._read_versions,
-                    self._loaded_payments,
+                    self._reads.read_versions,
+                    self._reads.loaded_payments,
                     self._conflicts,
                 )
         except ConcurrentWriteError:
@@ -511,12 +239,5 @@ class CommandStore:
         The read connection goes back to the pool once per checkpoint, so a store that
         is dropped with its pipeline leaves no connection checked out for long.
         """
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self._reads.end_checkpoint()
         self._staging.clear()
-        self._loaded_payments.clear()
-        self._read_versions.clear()
-        # Read before what was just written: a command decided later must read again.
-        self._prefetched_methods.clear()
-        self._prefetched_payments.clear()
