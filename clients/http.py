@@ -1,4 +1,4 @@
-"""Outbound HTTP for every service client: a secure client, credentials, retries, a breaker.
+"""Outbound HTTP for every service client: the pooled client and the request engine.
 
 The User Service and the payment gateway need the same guarantees (DESIGN.md §5.5, §7):
 TLS unless the peer is this machine and a developer said so; credentials read from mounted
@@ -6,6 +6,14 @@ files so rotation needs no restart; a time budget per call from settings; transi
 retried with jittered back-off; and a circuit breaker, so a failing service is left alone for
 a while instead of being hammered by every waiting command. Each client then only says what
 its answers mean.
+
+This module builds a service's client (``build_http_client``) and runs its calls
+(``ResilientHttp``: attempts, retries within the budget, what an answer says of the
+service). What it puts together has a module each: the base URL and TLS policy
+(``clients.endpoint_policy``), the credentials (``clients.auth``), the circuit breaker
+(``clients.circuit_breaker``), the rate limit (``clients.rate_limit``), and the error a
+call fails with, ``ServiceUnavailable`` (``clients.errors``), which the service clients
+import from here.
 
 The wire is urllib3's thread-safe connection pool (``PooledHttpClient``), not httpx: with 64
 threads calling one service, an httpx call cost about five times the CPU of a urllib3 call
@@ -16,45 +24,60 @@ needs ``HttpClient.send``; tests give it a scripted one.
 
 from __future__ import annotations
 
-import enum
-import ipaddress
 import json as json_codec
 import logging
 import socket
 import ssl
-import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, cast
 
-import jwt
 import tenacity
 import urllib3
 from prometheus_client import Counter
 from urllib3.exceptions import (
     EmptyPoolError,
     HTTPError,
-    LocationParseError,
     LocationValueError,
     NewConnectionError,
 )
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
-from urllib3.util import parse_url
 
+from clients.auth import CredentialsUnavailable, TokenSource, build_auth
+from clients.circuit_breaker import CircuitBreaker, CircuitOpen
+from clients.endpoint_policy import checked_base_url, tls_context
+from clients.errors import ServiceUnavailable
 from clients.rate_limit import Throttle, parse_retry_after
 from config.settings import HttpServiceSettings
-from domain.errors import TransientError
 from telemetry.metrics import (
-    CIRCUIT_BREAKER_STATE,
     HTTP_ATTEMPTS,
     HTTP_CALL_SECONDS,
     RATE_LIMIT_WAIT_SECONDS,
     RATE_LIMIT_WAITS,
 )
+
+# What the service clients, the wiring and the benchmarks import from here;
+# ``ServiceUnavailable`` is defined in ``clients.errors``, for the circuit breaker.
+__all__ = [
+    "BACKOFF_FIRST_SECONDS",
+    "BACKOFF_MAX_SECONDS",
+    "DEFAULT_MAX_CONNECTIONS",
+    "RETRYABLE_STATUSES",
+    "UNAUTHORIZED_STATUSES",
+    "USER_AGENT",
+    "HttpClient",
+    "HttpResponse",
+    "NoFreeConnection",
+    "PooledHttpClient",
+    "ResilientHttp",
+    "ServiceUnavailable",
+    "TransportFailure",
+    "build_http_client",
+    "encode_json",
+    "quiet_http_library_logs",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -77,30 +100,6 @@ _MIN_ATTEMPT_SECONDS = 0.05
 DEFAULT_MAX_CONNECTIONS = 100
 # Sent with every request, so that the service's logs say who called.
 USER_AGENT = "payment-worker"
-
-
-class ServiceUnavailable(TransientError):
-    """The service gave no usable answer now; the command waits and is retried.
-
-    ``reason`` is a short fixed code (``timeout``, ``http_503``, ``circuit_open``...) that is
-    safe in a log line: it never holds a URL, a body or a credential.
-    """
-
-    def __init__(self, service: str, reason: str) -> None:
-        super().__init__(f"{service} unavailable: {reason}")
-        self.service = service
-        self.reason = reason
-
-
-class CircuitOpen(ServiceUnavailable):
-    """The circuit breaker refused the call without sending it."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__(service, "circuit_open")
-
-
-class CredentialsUnavailable(TransientError):
-    """A credential file cannot be read or used; it may be in the middle of a rotation."""
 
 
 # --- The wire: one request, one whole answer ------------------------------------------------
@@ -158,12 +157,6 @@ class HttpClient(Protocol):
         headers: Mapping[str, str],
         timeout: float,
     ) -> HttpResponse: ...
-
-
-class TokenSource(Protocol):
-    """A credential read when a request needs it: ``Authorization: Bearer <token()>``."""
-
-    def token(self) -> str: ...
 
 
 class PooledHttpClient:
@@ -304,347 +297,6 @@ def build_http_client(
             url.host, url.port, timeout=timeout, maxsize=max_connections, block=True, retries=False
         )
     return PooledHttpClient(pool, path_prefix=url.path, auth=auth)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1: traffic that never leaves this machine."""
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class BaseUrl:
-    """Where a service is: ``scheme://host[:port]path``; ``port`` None for the scheme's."""
-
-    scheme: str
-    host: str
-    port: int | None
-    path: str
-
-
-def checked_base_url(service: HttpServiceSettings) -> BaseUrl:
-    """The base URL, refused unless personal data and credentials would travel encrypted."""
-    try:
-        url = parse_url(service.base_url)
-    except LocationParseError:
-        # urllib3's message quotes the URL, which may hold a password.
-        raise ValueError("base_url is not a URL, e.g. https://user-service.internal") from None
-    if url.auth is not None:
-        raise ValueError("base_url must not carry credentials; use a token or key file")
-    if not url.host:
-        raise ValueError(f"base_url needs a host, e.g. https://user-service.internal (got {url})")
-    if url.query is not None or url.fragment is not None:
-        raise ValueError("base_url must not have a query or a fragment")
-    checked = BaseUrl(url.scheme or "", url.host, url.port, url.path or "")
-    if checked.scheme == "https":
-        return checked
-    if checked.scheme != "http":
-        raise ValueError(f"base_url must be https:// (got {url.scheme or 'no scheme'})")
-    if not is_loopback_host(url.host):
-        raise ValueError(
-            f"refusing plain http:// to {url.host}: personal data and credentials would cross "
-            "the network unencrypted; use https://"
-        )
-    if not service.allow_plain_http_on_loopback:
-        raise ValueError(
-            f"plain http:// to {url.host} needs allow_plain_http_on_loopback=true "
-            "(local development only)"
-        )
-    return checked
-
-
-def tls_context(service: HttpServiceSettings) -> ssl.SSLContext:
-    """Trust ``ca_bundle`` only, else the system's CAs; present a client certificate if set.
-
-    Checks the certificate and the host name (``create_default_context``), TLS 1.2 at least.
-    """
-    try:
-        if service.ca_bundle is not None:
-            context = ssl.create_default_context(cafile=str(service.ca_bundle))
-        else:
-            context = ssl.create_default_context()
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if service.client_certificate is not None and service.client_key is not None:
-            context.load_cert_chain(
-                certfile=str(service.client_certificate), keyfile=str(service.client_key)
-            )
-    except (OSError, ssl.SSLError) as error:
-        # The error names the file; the URL is left out (it is checked separately).
-        raise ValueError(
-            f"cannot load ca_bundle, client_certificate or client_key: {error}"
-        ) from None
-    return context
-
-
-# --- Credentials ---------------------------------------------------------------------------
-
-
-def build_auth(service: HttpServiceSettings) -> TokenSource | None:
-    """The configured service-to-service credentials, checked once now (``ValueError``)."""
-    if service.bearer_token_file is not None:
-        return BearerTokenFileAuth(service.bearer_token_file)
-    if service.jwt_signing_key_file is not None:
-        if service.jwt_audience is None:  # also refused by HttpServiceSettings
-            raise ValueError("jwt_audience is required when the worker signs tokens")
-        return SignedJwtAuth(
-            service.jwt_signing_key_file,
-            algorithm=service.jwt_algorithm,
-            audience=service.jwt_audience,
-            issuer=service.jwt_issuer,
-            ttl_seconds=service.jwt_ttl_seconds,
-        )
-    return None
-
-
-def _file_version(path: Path) -> tuple[int, int, int]:
-    """Changes when the file is rewritten or replaced (a Kubernetes secret swaps a symlink)."""
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise CredentialsUnavailable(f"cannot read {path}: {error.strerror}") from None
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
-
-def _read_secret(path: Path) -> bytes:
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as error:
-        raise CredentialsUnavailable(f"cannot read {path}: {error.strerror}") from None
-    if not secret:
-        raise CredentialsUnavailable(f"{path} is empty")
-    return secret
-
-
-class BearerTokenFileAuth:
-    """``Authorization: Bearer <the file's content>``, re-read whenever the file changes.
-
-    The file is stat'ed on every request (cheap) and read only when its inode, mtime or
-    size changed, so a rotated token is used from the next request on, without a restart.
-    The token is never logged and appears in no error message.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._version: tuple[int, int, int] | None = None
-        self._token = ""
-        try:
-            self.token()
-        except CredentialsUnavailable as error:
-            raise ValueError(f"bearer_token_file: {error}") from None
-
-    def token(self) -> str:
-        version = _file_version(self._path)
-        with self._lock:
-            if version != self._version:
-                raw = _read_secret(self._path)
-                try:
-                    token = raw.decode("ascii")
-                except UnicodeDecodeError:
-                    raise CredentialsUnavailable(f"{self._path} is not an ASCII token") from None
-                if not token.isprintable() or " " in token:
-                    raise CredentialsUnavailable(f"{self._path} holds more than one token")
-                self._token, self._version = token, version
-            return self._token
-
-
-class SignedJwtAuth:
-    """A short-lived JWT signed by the worker: ``Authorization: Bearer <jwt>``.
-
-    One token is reused until shortly before it expires, so signing costs nothing per
-    request; a changed key file is read and used at once (key rotation without a restart).
-    ``clock`` is wall-clock time, because ``iat`` and ``exp`` are absolute.
-    """
-
-    def __init__(
-        self,
-        key_file: Path,
-        *,
-        algorithm: str,
-        audience: str,
-        issuer: str,
-        ttl_seconds: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._key_file = key_file
-        self._algorithm = algorithm
-        self._audience = audience
-        self._issuer = issuer
-        self._ttl = ttl_seconds
-        # Re-sign this long before expiry, so a token never expires in flight or through a
-        # little clock skew at the service.
-        self._refresh_margin = min(60.0, ttl_seconds / 5)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._key_version: tuple[int, int, int] | None = None
-        self._key = b""
-        self._token = ""
-        self._expires_at = 0.0
-        try:
-            self.token()
-        except CredentialsUnavailable as error:
-            raise ValueError(f"jwt_signing_key_file: {error}") from None
-
-    def token(self) -> str:
-        version = _file_version(self._key_file)
-        now = self._clock()
-        with self._lock:
-            if version != self._key_version:
-                self._key = _read_secret(self._key_file)
-                self._key_version = version
-                self._expires_at = 0.0
-            if now >= self._expires_at - self._refresh_margin:
-                self._token = self._sign(int(now))
-                self._expires_at = float(int(now) + self._ttl)
-            return self._token
-
-    def _sign(self, now: int) -> str:
-        claims: dict[str, Any] = {
-            "iss": self._issuer,
-            "sub": self._issuer,
-            "aud": self._audience,
-            "iat": now,
-            "nbf": now,
-            "exp": now + self._ttl,
-            "jti": uuid.uuid4().hex,
-        }
-        try:
-            return jwt.encode(claims, self._key, algorithm=self._algorithm)
-        except (ValueError, TypeError, jwt.PyJWTError) as error:
-            # The message of a key-parsing error could quote the key: name its type only.
-            raise CredentialsUnavailable(
-                f"cannot sign {self._algorithm} with {self._key_file}: {type(error).__name__}"
-            ) from None
-
-
-# --- Circuit breaker -----------------------------------------------------------------------
-
-
-class CircuitState(enum.IntEnum):
-    """The values of ``payment_worker_circuit_breaker_state``."""
-
-    CLOSED = 0
-    HALF_OPEN = 1
-    OPEN = 2
-
-
-class CircuitBreaker:
-    """Stops calling a failing service for a while, then lets one trial call through.
-
-    After ``failure_threshold`` consecutive failures it opens: calls are refused at once
-    (``CircuitOpen``) for ``reset_seconds``. Then the next call is a trial (half-open);
-    others are still refused. The trial's success closes the circuit, its failure opens it
-    again for another ``reset_seconds``.
-
-    A small class rather than pybreaker: pybreaker holds one lock for the whole wrapped
-    call, so concurrent calls through one breaker would run one at a time, and it times the
-    open state with the wall clock, which jumps and cannot be replaced in a test. Here the
-    lock only guards state changes (a closed circuit's calls do not take it), and the clock
-    is monotonic and injectable.
-    """
-
-    def __init__(
-        self,
-        service: str,
-        *,
-        failure_threshold: int,
-        reset_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.service = service
-        self._threshold = failure_threshold
-        self._reset_seconds = reset_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state = CircuitState.CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
-        self._gauge = CIRCUIT_BREAKER_STATE.labels(service=service)
-        self._gauge.set(CircuitState.CLOSED)
-
-    @property
-    def state(self) -> CircuitState:
-        return self._state
-
-    def is_refusing(self) -> bool:
-        """True while ``allow()`` would refuse: open and not yet due a trial, or half-open
-        with the trial under way. Changes nothing; a call checks it before it waits for its
-        rate-limit turn, which a refused call need not take."""
-        if self._is_closed():
-            return False  # the common case: no lock for it
-        with self._lock:
-            if self._state is CircuitState.OPEN:
-                return self._clock() - self._opened_at < self._reset_seconds
-            return self._state is CircuitState.HALF_OPEN
-
-    def allow(self) -> None:
-        """Return if a call may go out now; raise ``CircuitOpen`` if not."""
-        if self._is_closed():
-            return
-        with self._lock:
-            if self._state is CircuitState.CLOSED:
-                return
-            if (
-                self._state is CircuitState.OPEN
-                and self._clock() - self._opened_at >= self._reset_seconds
-            ):
-                self._become(CircuitState.HALF_OPEN)
-                return  # this caller makes the one trial call
-        raise CircuitOpen(self.service)
-
-    def record_success(self) -> None:
-        if self._failures == 0 and self._is_closed():
-            return  # nothing to change (racing a failure, it is as if it came after this)
-        with self._lock:
-            self._failures = 0
-            if self._state is not CircuitState.CLOSED:
-                self._become(CircuitState.CLOSED)
-
-    def record_not_sent(self) -> None:
-        """The call never reached the service (no free connection in our own pool in time).
-
-        That says nothing of the service: no failure is counted, and a half-open trial that
-        ends so is handed to the next call instead of leaving the circuit half-open, with
-        every call refused, for good.
-        """
-        with self._lock:
-            if self._state is CircuitState.HALF_OPEN:
-                self._opened_at = self._clock() - self._reset_seconds
-                self._state = CircuitState.OPEN
-                self._gauge.set(CircuitState.OPEN)
-
-    def record_failure(self) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._state is CircuitState.HALF_OPEN or (
-                self._state is CircuitState.CLOSED and self._failures >= self._threshold
-            ):
-                self._opened_at = self._clock()
-                self._become(CircuitState.OPEN)
-
-    def _is_closed(self) -> bool:
-        """Read without the lock, by the calls of a closed circuit (nearly all calls): one
-        attribute, read whole. A caller that sees another state takes the lock and looks
-        again."""
-        return self._state is CircuitState.CLOSED
-
-    def _become(self, state: CircuitState) -> None:
-        self._state = state
-        self._gauge.set(state)
-        if state is CircuitState.OPEN:
-            _log.warning(
-                "circuit opened: calls to %s refused for %.0f s",
-                self.service,
-                self._reset_seconds,
-                extra={"service": self.service, "consecutive_failures": self._failures},
-            )
-        elif state is CircuitState.CLOSED:
-            _log.info("circuit closed: calls to %s resumed", self.service)
 
 
 # --- Retries within a budget ---------------------------------------------------------------

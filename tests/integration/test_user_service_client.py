@@ -31,13 +31,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client import REGISTRY
 
-from clients.http import (
-    CircuitState,
-    ResilientHttp,
-    ServiceUnavailable,
-    SignedJwtAuth,
-    build_http_client,
-)
+from clients.auth import SignedJwtAuth
+from clients.circuit_breaker import CircuitState
+from clients.http import ResilientHttp, ServiceUnavailable, build_http_client
 from clients.user_service import Profile, ProfileLookup
 from config.settings import HttpServiceSettings, ProfileCacheSettings
 from domain.errors import TransientError

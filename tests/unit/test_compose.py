@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
-from clients.http import checked_base_url
+from clients.endpoint_policy import checked_base_url
 from config.settings import ENV_PREFIX, Settings
 from pipelines.cli import _parser
 

@@ -16,14 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client import REGISTRY
 
-from clients.http import (
-    CircuitBreaker,
-    CircuitOpen,
-    CircuitState,
-    HttpResponse,
-    ServiceUnavailable,
-    TransportFailure,
-)
+from clients.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
+from clients.http import HttpResponse, ServiceUnavailable, TransportFailure
 from clients.user_service import Profile, ProfileLookup, ProfileUnusable
 from config.settings import HttpServiceSettings, ProfileCacheSettings
 from domain.errors import TransientError

@@ -16,10 +16,8 @@ from email.utils import formatdate
 import pytest
 from prometheus_client import REGISTRY
 
+from clients.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
 from clients.http import (
-    CircuitBreaker,
-    CircuitOpen,
-    CircuitState,
     HttpResponse,
     NoFreeConnection,
     ResilientHttp,
