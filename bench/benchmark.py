@@ -29,25 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.baselines import BaselineProcess, write_batches
+from bench.bulk_produce import produce_all
+from bench.committed_outputs import count_committed_topics, watch_outputs
 from bench.expected import ExpectedRun, replay
+from bench.isolation import fresh_schema, fresh_topics, isolated_settings
 from bench.latency import measure_latency
+from bench.machine_facts import machine
+from bench.metrics_text import metric_sample, metric_value
+from bench.probes import http_get, wait_until_ready, wait_until_serving
+from bench.procfs import rss_bytes
 from bench.sampling import CpuWindow, WorkerSampler
-from bench.stack import (
-    SandboxServices,
-    count_committed_topics,
-    fresh_schema,
-    fresh_topics,
-    http_get,
-    isolated_settings,
-    machine,
-    metric_sample,
-    metric_value,
-    produce_all,
-    rss_bytes,
-    wait_until_ready,
-    wait_until_serving,
-    watch_outputs,
-)
+from bench.sandbox_services import SandboxServices
 from bench.workload import (
     GATEWAY_LIFECYCLE_COMMANDS,
     BenchCommand,

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.stack import bulk_producer, committed_reader
+from bench.bulk_produce import bulk_producer
+from bench.committed_outputs import committed_reader
 from bench.workload import BenchCommand
 from config.settings import Settings
 

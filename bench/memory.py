@@ -47,16 +47,12 @@ from types import FrameType
 
 from sqlalchemy import Engine
 
-from bench.stack import (
-    SandboxServices,
-    bulk_producer,
-    fresh_schema,
-    fresh_topics,
-    isolated_settings,
-    rss_bytes,
-    wait_until_ready,
-    watch_outputs,
-)
+from bench.bulk_produce import bulk_producer
+from bench.committed_outputs import watch_outputs
+from bench.isolation import fresh_schema, fresh_topics, isolated_settings
+from bench.probes import wait_until_ready
+from bench.procfs import rss_bytes
+from bench.sandbox_services import SandboxServices
 from bench.workload import WorkloadGenerator
 from clients.gateway import PaymentGateway
 from clients.user_service import Profile

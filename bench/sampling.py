@@ -1,7 +1,7 @@
 """What a process did during a measurement: CPU per output, and the worker's gauges and RSS.
 
 CPU time is the run time of every thread of the process
-(``bench.stack.process_cpu_seconds``), read when a poll of the output topic sees new
+(``bench.procfs.process_cpu_seconds``), read when a poll of the output topic sees new
 records, so that the window is the same as the throughput's: from the first visible output
 to the last one (start-up, the group join and the final shutdown are left out). The
 worker's ``/metrics`` is scraped every ``interval`` seconds from a thread of its own; each
@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.stack import http_get, metric_value, process_cpu_seconds, rss_bytes
+from bench.metrics_text import metric_value
+from bench.probes import http_get
+from bench.procfs import process_cpu_seconds, rss_bytes
 
 IN_FLIGHT_GAUGE = "payment_worker_gateway_calls_in_flight"
 # A window with fewer samples than this is judged on every sample of the run instead.

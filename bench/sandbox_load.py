@@ -4,7 +4,7 @@ Starts the sandbox gateway (or the User Service stand-in) as its own process, as
 benchmark does, and drives it from this process over ``--connections`` kept-alive
 connections, each sending its requests one after the other (as an HTTP/1.1 client does).
 It reports the server's CPU per request (its threads' run time over the run,
-``bench.stack.process_cpu_seconds``), requests per second, the most answers held back at
+``bench.procfs.process_cpu_seconds``), requests per second, the most answers held back at
 once and the server's thread count.
 
     python -m bench.sandbox_load                                  # CPU per request, 0 ms
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.stack import SandboxService, process_cpu_seconds, process_threads
+from bench.procfs import process_cpu_seconds, process_threads
+from bench.sandbox_services import SandboxService
 from sandbox.json_server import raise_open_file_limit
 
 _HEAD_END = b"\r\n\r\n"
