@@ -1,6 +1,7 @@
 """What the worker should do with a workload, from the real domain rules, in memory.
 
-Replaying the commands through ``decide`` (with an always-available sandbox gateway)
+Replaying the commands through ``decide`` and ``Completion`` (with an in-memory gateway
+that answers as the sandbox does)
 tells how many events and results each command yields, which sets the fan-out of the
 raw Kafka baseline, checks that the workload is mostly accepted, and gives the exact
 rows the worker writes to Postgres, for the database baseline.
@@ -11,28 +12,17 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from bench.workload import BenchCommand
-from domain.decisions import creates_gateway_customer, decide
-from domain.model import (
-    AuthorizationAnswer,
-    CustomerReference,
-    KeyState,
-    Payment,
-    PaymentMethod,
-)
-from domain.payment_rules import settle_authorization
+from domain.completion import Completion
+from domain.decisions import decide
+from domain.model import Payment, PaymentMethod
 from domain.streams import stream_key
-from schemas.commands import (
-    COMMAND_TYPES,
-    EraseUserData,
-    InitiatePayment,
-    named_payment_ids,
-    named_payment_method_ids,
-)
+from schemas.commands import COMMAND_TYPES, named_payment_ids, named_payment_method_ids
+from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
 
 DECIDED_AT = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -71,23 +61,12 @@ def _row(value: PaymentMethod | Payment) -> dict[str, Any]:
     return {column: getattr(value, column) for column in type(value).__slots__}
 
 
-class _Replay:
-    def __init__(self) -> None:
-        self.streams: dict[str, KeyState] = {}
-        self.payments: dict[str, Payment] = {}
-        self.method_owners: dict[str, str] = {}
-
-    def state_for(self, key: str, method_ids: list[str], payment_ids: list[str]) -> KeyState:
-        state = self.streams.get(key) or KeyState(key=key)
-        taken = frozenset(m for m in method_ids if self.method_owners.get(m, key) != key)
-        named = tuple(self.payments[p] for p in payment_ids if p in self.payments)
-        return replace(state, taken_payment_method_ids=taken, payments=named)
-
-
 def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> ExpectedRun:
-    """Decide every command in order, as one worker would, and collect the outcome."""
+    """Decide and complete every command in order, as one worker would, with a gateway
+    that answers as the sandbox does, and collect the outcome."""
     run = ExpectedRun()
-    world = _Replay()
+    store = MemoryStore()
+    completion = Completion(MemoryGateway(remember=False), FixedProfiles())
     for offset, item in enumerate(commands):
         # The workload is well-formed and free of card data, so the schema models alone
         # decode it (the worker's full decoding adds the hostile-input checks).
@@ -96,46 +75,20 @@ def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> Expec
         if key is None:  # a guest command with no guest meaning: refused, never stored
             run.statuses["rejected"] += 1
             continue
-        state = world.state_for(key, named_payment_method_ids(command), named_payment_ids(command))
-        decision = decide(command, state, DECIDED_AT)
-        accepted = decision.result.status == "accepted" and bool(decision.events)
-        if accepted and isinstance(command, InitiatePayment):
-            token = command.payload.gateway_token or ""
-            answer = AuthorizationAnswer(
-                approved="decline" not in token,
-                authorization_id=f"auth_{offset}",
-                decline_code="insufficient_funds",
-            )
-            decision = settle_authorization(command, decision, answer, DECIDED_AT)
-        new_customer = None
-        if accepted and creates_gateway_customer(command, state):
-            new_customer = f"cus_{offset}"
-            decision = replace(decision, customer_reference=CustomerReference(new_customer))
-        if accepted and isinstance(command, EraseUserData):
-            decision = replace(decision, customer_reference=CustomerReference(None))
+        state = store.key_state(key, named_payment_method_ids(command), named_payment_ids(command))
+        decision = completion.complete(
+            command, state, decide(command, state, DECIDED_AT), DECIDED_AT
+        )
         run.statuses[decision.result.status] += 1
         if decision.result.status != "accepted":
             run.reasons_not_accepted[decision.result.reason] += 1
         run.events += len(decision.events)
-
-        methods = {m.payment_method_id: m for m in state.methods}
-        for method in decision.changed_methods:
-            methods[method.payment_method_id] = method
-            world.method_owners[method.payment_method_id] = key
-        customer = state.gateway_customer_id
-        if decision.customer_reference is not None:
-            customer = decision.customer_reference.customer_id
-        world.streams[key] = KeyState(
-            key=key,
-            last_sequence=decision.last_sequence,
-            methods=tuple(methods.values()),
-            gateway_customer_id=customer,
-        )
-        new_payments = [p for p in decision.changed_payments if p.payment_id not in world.payments]
-        changed_payments = [p for p in decision.changed_payments if p.payment_id in world.payments]
-        world.payments.update({p.payment_id: p for p in decision.changed_payments})
+        new_payments = [p for p in decision.changed_payments if p.payment_id not in store.payments]
+        changed_payments = [p for p in decision.changed_payments if p.payment_id in store.payments]
+        store.apply(key, decision)
         if not keep_rows:
             continue
+        reference = decision.customer_reference
         run.rows.append(
             CommandRows(
                 key=key,
@@ -160,7 +113,7 @@ def replay(commands: Sequence[BenchCommand], *, keep_rows: bool = True) -> Expec
                     if decision.last_sequence != state.last_sequence
                     else None
                 ),
-                customer_id=new_customer,
+                customer_id=reference.customer_id if reference is not None else None,
             )
         )
     return run

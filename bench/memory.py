@@ -28,7 +28,6 @@ peak. Needs the stack (``scripts/stack up``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import multiprocessing
 import re
@@ -54,17 +53,16 @@ from bench.probes import wait_until_ready
 from bench.procfs import rss_bytes
 from bench.sandbox_services import SandboxServices
 from bench.workload import WorkloadGenerator
-from clients.gateway import PaymentGateway
-from clients.user_service import Profile
 from config.settings import Settings, load_settings
-from domain.model import AuthorizationAnswer
+from domain.completion import Completion
+from domain.ports import PaymentGateway, ProfileSource
 from pipelines.command_processor import CommandProcessor
-from pipelines.gateway_effects import GatewayEffects, ProfileSource
 from pipelines.records import IncomingMessage
 from pipelines.version import worker_version
 from pipelines.wiring import build_dependencies
 from state.command_store import CommandStore, WriteConflicts
 from state.database import create_database_engine
+from tests.support.fakes import FixedProfiles, MemoryGateway
 from tests.support.harness import WorkerProcess
 
 MIB = 2**20
@@ -80,7 +78,7 @@ class MemoryOptions:
     commands: int = 1_000_000
     users: int = 200_000
     # Commands per checkpoint. The worker ends one every commit_interval_seconds (0.1 s:
-    # some 30 commands at its rate, README §17) or commit_every commands (5,000),
+    # some 30 commands at its rate, docs/performance.md) or commit_every commands (5,000),
     # whichever comes first; a larger batch stages more at once, so 1,000 errs high.
     batch: int = 1_000
     sample_every: int = 50_000
@@ -117,71 +115,6 @@ def _status_value(name: str) -> int:
     status = Path("/proc/self/status").read_text()
     found = re.search(rf"^{name}:\s+(\d+) kB", status, re.MULTILINE)
     return int(found.group(1)) * 1024 if found else 0
-
-
-# --- stand-ins that keep nothing ------------------------------------------------------
-
-
-def _derived(prefix: str, idempotency_key: str) -> str:
-    return f"{prefix}_{hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]}"
-
-
-class StatelessGateway:
-    """Answers like the sandbox gateway (a ``decline`` token is declined) from the
-    idempotency key alone, so a repeated call gets the same answer and nothing is kept."""
-
-    def create_customer(self, *, reference: str, idempotency_key: str) -> str:
-        return _derived("cus", idempotency_key)
-
-    def set_customer_profile(
-        self, *, customer_id: str, name: str, email: str, idempotency_key: str
-    ) -> None:
-        return None
-
-    def attach_payment_method(
-        self, *, customer_id: str, gateway_token: str, idempotency_key: str
-    ) -> None:
-        return None
-
-    def detach_payment_method(
-        self, *, customer_id: str, gateway_token: str, idempotency_key: str
-    ) -> None:
-        return None
-
-    def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None:
-        return None
-
-    def authorize(
-        self,
-        *,
-        payment_id: str,
-        amount: int,
-        currency: str,
-        gateway_token: str,
-        idempotency_key: str,
-        customer_id: str | None = None,
-        email: str | None = None,
-    ) -> AuthorizationAnswer:
-        if "decline" in gateway_token:
-            return AuthorizationAnswer(approved=False, decline_code="insufficient_funds")
-        return AuthorizationAnswer(
-            approved=True, authorization_id=_derived("auth", idempotency_key)
-        )
-
-    def cancel_authorization(
-        self, *, request_key: str, payment_id: str, idempotency_key: str
-    ) -> bool:
-        return False  # keeps nothing, so it never knows of an authorization to cancel
-
-
-class StatelessProfiles:
-    """Knows every user; the workload sends the profile along with most commands."""
-
-    def profile(self, user_id: str) -> Profile | None:
-        return Profile(name=f"Customer {user_id}", email=f"{user_id}@mail.example")
-
-    def forget(self, user_id: str) -> None:
-        return None
 
 
 # --- the workload, generated in a child process -----------------------------------------
@@ -231,7 +164,7 @@ def _dependencies(
     settings: Settings, options: MemoryOptions
 ) -> tuple[Engine, PaymentGateway, ProfileSource]:
     if options.gateway == "memory":
-        return create_database_engine(settings), StatelessGateway(), StatelessProfiles()
+        return create_database_engine(settings), MemoryGateway(remember=False), FixedProfiles()
     # The gateway, the profile lookup and their caches exactly as the worker builds them.
     dependencies = build_dependencies(settings)
     return dependencies.engine, dependencies.gateway, dependencies.profiles
@@ -260,7 +193,7 @@ def run_in_process(
         exits.callback(store.discard)
         processor = CommandProcessor(
             store,
-            GatewayEffects(gateway, profiles),
+            Completion(gateway, profiles),
             clock=lambda: datetime.now(UTC),
             consumer_group=settings.consumer_group,
             worker_version=worker_version(),

@@ -1,39 +1,46 @@
-"""The payment gateway port, and its HTTP implementation.
+"""The payment gateway over HTTP: ``domain.ports.PaymentGateway`` for a JSON gateway.
 
-Every call carries an idempotency key derived from the command, because a replayed
-batch repeats its calls: the gateway answers a repeated key with its first answer and
-creates nothing new (DESIGN.md §5.6). Every request body is a function of the command and
+Every call carries the idempotency key ``domain.completion`` derived from the command
+(``domain.ports.idempotency_key``). Every request body is a function of the command and
 the key's stored state only, so a replay is byte for byte the first request and can never
 be refused as "the same key with another body". The one input that is not (a profile from
 the User Service) is sent in a call that is harmless to repeat (``set_customer_profile``),
 under a key that includes it.
 
-How each answer is taken (the README's table of answers, section 7):
+How each HTTP answer maps onto the domain's answers (``domain.errors``; what each then
+does to a command is ``domain.completion``'s, and the docs' table of answers):
 
 - 2xx: done. A body is read only where the worker needs something from it.
 - 408, 409, 425, 429, 5xx, timeouts: retried within the call's budget, then
   ``TransientError`` (the key waits and is retried with the same idempotency keys). 409 (a
   request with this key is still in flight) is the gateway answering: no breaker failure.
 - 401, 403: ``TransientError``; the circuit breaker counts them as failures.
-- 404: ``GatewayNotFound`` (for a removal: already gone).
-- 422: ``GatewayKeyConflict``: the gateway holds another request under this key.
-- another 4xx: ``GatewayRefusedRequest``, final.
-- anything else, or a body without what the contract promises: ``GatewayProtocolError``,
-  final (a repeat with the same key gets the same answer).
+- 404: ``NotThere``.
+- 422: ``OutsideContract``: the gateway holds another request under this key.
+- another 4xx: ``Refused``.
+- anything else, or a body without what the contract promises: ``OutsideContract``
+  (``OutcomeUnknown`` for an authorization), final: a repeat with the same key gets the
+  same answer.
+- a cancel's answer must confirm it: any other answer is ``TransientError``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import re
-from typing import Protocol
 from urllib.parse import quote
-from uuid import UUID, uuid5
 
 from clients.http import HttpResponse, ResilientHttp, ServiceUnavailable
-from domain.errors import FinalAnswer, TransientError
+from domain.errors import (
+    FinalAnswer,
+    NotThere,
+    OutcomeUnknown,
+    OutsideContract,
+    Refused,
+    TransientError,
+)
 from domain.model import AuthorizationAnswer
-from telemetry.metrics import ADVERSE_ANSWERS
+from telemetry.metrics import ADVERSE_ANSWERS, AUTHORIZATION_CANCELS, ORPHAN_AUTHORIZATIONS
 
 SERVICE_NAME = "gateway"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -42,82 +49,7 @@ _RETRIED_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _BUSY_STATUSES = frozenset({409})
 _UNAUTHORIZED_STATUSES = frozenset({401, 403})
 
-
-def idempotency_key(command_id: UUID, operation: str) -> str:
-    """The same command and operation always give the same key, on any worker."""
-    return str(uuid5(command_id, f"gateway:{operation}"))
-
-
-def profile_key(command_id: UUID, name: str, email: str) -> str:
-    """The key of a ``set_customer_profile`` call: the same profile, the same key; a
-    profile that changed between two tries gets its own key (setting it is harmless)."""
-    digest = hashlib.sha256(f"{name}\0{email}".encode()).hexdigest()[:32]
-    return idempotency_key(command_id, f"set-customer-profile:{digest}")
-
-
-class GatewayError(FinalAnswer):
-    """A gateway answer that retrying with the same key cannot change."""
-
-
-class GatewayRefusedRequest(GatewayError):
-    """The gateway refused this request (a 4xx other than 404 and 422): final.
-
-    For a customer record or a card to save, the command is rejected (``gateway_refused``);
-    for an authorization, it is a decline.
-    """
-
-
-class GatewayNotFound(GatewayRefusedRequest):
-    """404: the customer (or the card on it) does not exist at the gateway."""
-
-
-class GatewayKeyConflict(GatewayError):
-    """422: the gateway holds another request under this idempotency key, so what it did
-    under the key is unknown to the worker."""
-
-
-class GatewayProtocolError(GatewayError):
-    """The gateway answered something its contract does not allow (a status, a body)."""
-
-
-class PaymentGateway(Protocol):
-    """What the worker needs from a payment gateway."""
-
-    def create_customer(self, *, reference: str, idempotency_key: str) -> str: ...
-
-    def set_customer_profile(
-        self, *, customer_id: str, name: str, email: str, idempotency_key: str
-    ) -> None: ...
-
-    def attach_payment_method(
-        self, *, customer_id: str, gateway_token: str, idempotency_key: str
-    ) -> None: ...
-
-    def detach_payment_method(
-        self, *, customer_id: str, gateway_token: str, idempotency_key: str
-    ) -> None: ...
-
-    def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None: ...
-
-    def authorize(
-        self,
-        *,
-        payment_id: str,
-        amount: int,
-        currency: str,
-        gateway_token: str,
-        idempotency_key: str,
-        customer_id: str | None = None,
-        email: str | None = None,
-    ) -> AuthorizationAnswer: ...
-
-    def cancel_authorization(
-        self, *, request_key: str, payment_id: str, idempotency_key: str
-    ) -> bool: ...
-
-
-class AuthorizationOutcomeUnknown(GatewayError):
-    """The gateway's answer to an authorization does not say whether it authorized."""
+logger = logging.getLogger(__name__)
 
 
 def _identifier(value: object, fallback: str) -> str:
@@ -192,8 +124,9 @@ class HttpGateway:
         customer_id: str | None = None,
         email: str | None = None,
     ) -> AuthorizationAnswer:
-        """Approved or declined; ``AuthorizationOutcomeUnknown`` when the answer says neither
-        (a 422, a status such as ``pending``, a body that does not decode)."""
+        """Approved or declined; ``OutcomeUnknown`` when the answer says neither (a status
+        such as ``pending``, a body that does not decode); a refused request (4xx) is
+        ``Refused``, another request under the key (422) ``OutsideContract``."""
         fraud_data = {"email": email} if email else {}
         request: dict[str, object] = {
             "reference": payment_id,
@@ -203,14 +136,11 @@ class HttpGateway:
             "customer": customer_id,
             **fraud_data,
         }
+        response = self._post("authorize", "/v1/authorizations", request, idempotency_key)
         try:
-            response = self._post("authorize", "/v1/authorizations", request, idempotency_key)
             body = _json(response, "authorize")
-        except (GatewayKeyConflict, GatewayProtocolError) as unknown:
-            raise AuthorizationOutcomeUnknown(str(unknown)) from None
-        except GatewayRefusedRequest:
-            # e.g. a token the gateway does not know: a 4xx creates nothing, a decline.
-            return AuthorizationAnswer(approved=False, decline_code="gateway_refused_request")
+        except OutsideContract as unknown:
+            raise OutcomeUnknown(str(unknown)) from None
         status = body.get("status")
         authorization_id = body.get("id")
         if status == "approved" and isinstance(authorization_id, str) and authorization_id:
@@ -222,10 +152,10 @@ class HttpGateway:
                 approved=False, decline_code=_identifier(body.get("declineCode"), "declined")
             )
         ADVERSE_ANSWERS.labels(SERVICE_NAME, "authorize", "unexpected").inc()
-        raise AuthorizationOutcomeUnknown(f"authorization status {_identifier(status, 'none')}")
+        raise OutcomeUnknown(f"authorization status {_identifier(status, 'none')}")
 
     def cancel_authorization(
-        self, *, request_key: str, payment_id: str, idempotency_key: str
+        self, *, request_key: str, payment_id: str, idempotency_key: str, reason: str
     ) -> bool:
         """Void whatever the authorization request with ``request_key`` made (a technical
         cancel); True when there was an authorization. It must succeed: any answer but a
@@ -238,12 +168,20 @@ class HttpGateway:
                 idempotency_key,
             )
             body = _json(response, "cancel_authorization")
-        except GatewayError as error:
+        except FinalAnswer as error:
             raise TransientError(f"the gateway did not confirm a cancel: {error}") from None
         if body.get("cancelled") is not True:
             ADVERSE_ANSWERS.labels(SERVICE_NAME, "cancel_authorization", "unexpected").inc()
             raise TransientError("the gateway did not confirm a cancel")
-        return body.get("authorization") is not None
+        found = body.get("authorization") is not None
+        AUTHORIZATION_CANCELS.labels(reason).inc()
+        if found:
+            ORPHAN_AUTHORIZATIONS.labels(reason).inc()
+            logger.warning(
+                "cancelled an authorization the worker does not keep",
+                extra={"requestKey": request_key, "reason": reason},
+            )
+        return found
 
     def _post(
         self, operation: str, path: str, payload: dict[str, object], key: str
@@ -270,12 +208,12 @@ class HttpGateway:
         if answer == "unauthorized":
             raise TransientError(f"gateway answered {status} to {operation}")
         if answer == "not_found":
-            raise GatewayNotFound(f"gateway: {operation}: 404")
+            raise NotThere(f"gateway: {operation}: 404")
         if answer == "key_conflict":
-            raise GatewayKeyConflict(f"gateway: {operation}: 422")
+            raise OutsideContract(f"gateway: {operation}: 422, another request under this key")
         if answer == "refused":
-            raise GatewayRefusedRequest(f"gateway refused {operation}: {status}")
-        raise GatewayProtocolError(f"gateway: {operation}: unexpected status {status}")
+            raise Refused(f"gateway refused {operation}: {status}")
+        raise OutsideContract(f"gateway: {operation}: unexpected status {status}")
 
 
 def _answer_kind(status: int) -> str:
@@ -291,9 +229,9 @@ def _answer_kind(status: int) -> str:
     return "unexpected"
 
 
-def _unexpected(operation: str, detail: str) -> GatewayProtocolError:
+def _unexpected(operation: str, detail: str) -> OutsideContract:
     ADVERSE_ANSWERS.labels(SERVICE_NAME, operation, "unexpected").inc()
-    return GatewayProtocolError(detail)
+    return OutsideContract(detail)
 
 
 def _json(response: HttpResponse, operation: str) -> dict[str, object]:

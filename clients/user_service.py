@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clients.http import HttpClient, ResilientHttp, ServiceUnavailable
 from config.settings import HttpServiceSettings, ProfileCacheSettings
-from domain.errors import FinalAnswer, TransientError
+from domain.errors import ProfileUnusable, TransientError
+from domain.model import Profile
 from telemetry.metrics import ADVERSE_ANSWERS, PROFILE_CACHE_ENTRIES, PROFILE_LOOKUPS
 
 SERVICE_NAME = "user_service"
@@ -51,32 +52,6 @@ LookupOutcome = Literal["hit", "miss", "negative", "stale", "error", "unusable"]
 _NOT_FOUND_STATUSES = frozenset({404, 410})
 # 4xx that say "not now" (or "not with these credentials") rather than "never".
 _PASSING_4XX_STATUSES = frozenset({401, 403, 408, 425, 429})
-
-
-class ProfileUnusable(FinalAnswer):
-    """The User Service answered for this user in a way that can never give a profile.
-
-    ``reason`` is ``malformed_profile`` (a 200 whose body is not a name and an email) or
-    ``http_<status>`` (a 4xx that is final); neither holds any of the answer's content.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"{SERVICE_NAME}: no usable profile ({reason})")
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Profile:
-    """A customer's name and email, for one gateway call; then dropped."""
-
-    name: str
-    email: str
-
-    def __repr__(self) -> str:
-        # Personal data must not reach a log line or a traceback through repr().
-        return "Profile(name=<redacted>, email=<redacted>)"
-
-    __str__ = __repr__
 
 
 class _ProfileBody(BaseModel):

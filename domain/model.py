@@ -82,6 +82,20 @@ class AuthorizationAnswer:
     decline_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class Profile:
+    """A customer's name and email, for one gateway call; then dropped (never stored)."""
+
+    name: str
+    email: str
+
+    def __repr__(self) -> str:
+        # Personal data must not reach a log line or a traceback through repr().
+        return "Profile(name=<redacted>, email=<redacted>)"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True, slots=True)
 class KeyState:
     """Everything a decision may read about one key (a user, or a guest payment)."""

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
+from domain.completion import Completion
 from domain.decisions import decide
 from domain.errors import TransientError
 from domain.model import Decision, KeyState
 from domain.streams import stream_key
 from pipelines.dead_letters import dead_letter
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import Headers, IncomingMessage, OutgoingRecord
 from schemas.canonical import canonical_sha256
 from schemas.commands import (
@@ -107,7 +107,7 @@ class CommandProcessor:
     def __init__(
         self,
         store: DecisionStore,
-        effects: GatewayEffects,
+        completion: Completion,
         *,
         clock: Callable[[], datetime],
         consumer_group: str,
@@ -115,7 +115,7 @@ class CommandProcessor:
         max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
     ) -> None:
         self._store = store
-        self._effects = effects
+        self._completion = completion
         self._clock = clock
         self._consumer_group = consumer_group
         self._worker_version = worker_version
@@ -130,12 +130,12 @@ class CommandProcessor:
         if not isinstance(step, GatewayWork):
             return step
         try:
-            decision = self.effects(step)
+            decision = self.complete(step)
         except TransientError:
             raise
         except Exception as error:
             return self.failed(admitted, f"unexpected {type(error).__name__}")
-        return self.settle(step, decision)
+        return self.finish(step, decision)
 
     def admit(self, message: IncomingMessage) -> Admitted | list[OutgoingRecord]:
         """Decode a message: a command to decide, or the records of a refusal (DLQ)."""
@@ -152,7 +152,7 @@ class CommandProcessor:
 
     def begin(self, admitted: Admitted) -> GatewayWork | list[OutgoingRecord]:
         """Decide a command on its key's current state: its records when that is all,
-        or the gateway work it needs first (``effects``, then ``settle``)."""
+        or the gateway work it needs first (``complete``, then ``finish``)."""
         message, command, key = admitted.message, admitted.command, admitted.key
         try:
             digest = canonical_sha256(command)
@@ -171,9 +171,9 @@ class CommandProcessor:
                 if stored is not None:
                     return self._redelivered(message, command, digest, stored)
             work = GatewayWork(admitted, digest, state, decision, now)
-            if self._effects.needed(command, decision):
+            if self._completion.needed(command, decision):
                 return work
-            return self.settle(work, decision)
+            return self.finish(work, decision)
         except TransientError:
             raise
         except InvalidMessage as error:
@@ -184,12 +184,12 @@ class CommandProcessor:
             # fails the same way, and it must not stop the worker or its partitions.
             return self.failed(admitted, f"unexpected {type(error).__name__}")
 
-    def effects(self, work: GatewayWork) -> Decision:
+    def complete(self, work: GatewayWork) -> Decision:
         """The gateway and User Service calls of a decision; safe to run in any thread
         (it reads only the immutable state it is given)."""
-        return self._effects.apply(work.admitted.command, work.state, work.decision, work.now)
+        return self._completion.complete(work.admitted.command, work.state, work.decision, work.now)
 
-    def settle(self, work: GatewayWork, decision: Decision) -> list[OutgoingRecord]:
+    def finish(self, work: GatewayWork, decision: Decision) -> list[OutgoingRecord]:
         """Stage the final decision of a command and return its records."""
         admitted = work.admitted
         try:

@@ -211,7 +211,7 @@ class KeyScheduler:
                 break
             if key in self._running_keys or self._retry_at.get(key, now) > now:
                 continue
-            future = self._executor.submit(self._processor.effects, work)
+            future = self._executor.submit(self._processor.complete, work)
             self._running[future] = (key, work)
             self._running_keys.add(key)
             future.add_done_callback(self._answered.put)
@@ -230,7 +230,7 @@ class KeyScheduler:
         except Exception as error:
             records = self._processor.failed(work.admitted, f"unexpected {type(error).__name__}")
         else:
-            records = self._processor.settle(work, decision)
+            records = self._processor.finish(work, decision)
         self._release(key, work)
         self._queues[key].popleft()
         self._ready[key] = None

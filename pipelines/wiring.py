@@ -13,14 +13,15 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from clients.gateway import HttpGateway, PaymentGateway
+from clients.gateway import HttpGateway
 from clients.http import ResilientHttp, build_http_client
 from clients.user_service import ProfileLookup
 from config.kafka import connection_config
 from config.settings import Settings
+from domain.completion import Completion
+from domain.ports import PaymentGateway
 from pipelines.command_loop import BatchLimits, CommandLoop
 from pipelines.command_processor import CommandProcessor
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.kafka_clients import PRODUCER_DEFAULTS
 from pipelines.version import worker_version
 from state.command_store import CommandStore, WriteConflicts
@@ -146,7 +147,7 @@ def build_worker(
     )
     processor = CommandProcessor(
         store,
-        GatewayEffects(dependencies.gateway, dependencies.profiles),
+        Completion(dependencies.gateway, dependencies.profiles),
         clock=utc_now,
         consumer_group=settings.consumer_group,
         worker_version=worker_version(),

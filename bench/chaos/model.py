@@ -2,34 +2,34 @@
 
 The model reads the command topic as it was written (partition order is the order the
 worker must apply), and for each message predicts the result, the events and the state,
-using ``domain.decisions.decide`` and the sandbox gateway's deterministic answers. Its
+using ``domain.decisions.decide`` and ``domain.completion`` with an in-memory gateway that
+answers as the sandbox gateway does. Its
 own clock only orders things: times are never compared with the worker's.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
 
-from domain.decisions import creates_gateway_customer, decide
-from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, PaymentMethod
-from domain.payment_rules import payment_instrument, settle_authorization
+from domain.completion import Completion
+from domain.decisions import decide
+from domain.model import Decision, KeyState, Payment, PaymentMethod, apply_decision
 from domain.streams import stream_key
 from schemas.canonical import canonical_sha256
 from schemas.commands import (
     COMMAND_TYPES,
     Command,
-    EraseUserData,
-    InitiatePayment,
     named_payment_ids,
 )
 from schemas.errors import InvalidReason
 from schemas.results import Reason
+from tests.support.fakes import FixedProfiles, MemoryGateway
 from tests.support.harness import Record
 
 MODEL_EPOCH = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -60,17 +60,31 @@ class ExpectedEvent:
 
 @dataclass
 class ModelKey:
-    """One key's state as the model sees it."""
+    """One key as the model sees it: its domain state (every method it ever saved, the
+    removed ones included, as Postgres keeps them) and what the checks need besides."""
 
     key: str
-    last_sequence: int = 0
-    methods: dict[str, PaymentMethod] = field(default_factory=dict)
+    state: KeyState = field(init=False)
     payments: dict[str, Payment] = field(default_factory=dict)
-    has_gateway_customer: bool = False
     # Every gateway token each method held (Postgres purges a removed method's token).
     method_tokens: dict[str, set[str]] = field(default_factory=dict)
     # Accepted erasures that found a gateway customer to delete.
     erasures_with_customer: int = 0
+
+    def __post_init__(self) -> None:
+        self.state = KeyState(key=self.key)
+
+    @property
+    def last_sequence(self) -> int:
+        return self.state.last_sequence
+
+    @property
+    def methods(self) -> dict[str, PaymentMethod]:
+        return {method.payment_method_id: method for method in self.state.methods}
+
+    @property
+    def has_gateway_customer(self) -> bool:
+        return self.state.gateway_customer_id is not None
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,8 @@ class Model:
         self._expectation = Expectation()
         self._digests: dict[UUID, bytes] = {}
         self._ticks = 0
+        # The sandbox gateway's answers: a token that says ``decline`` is declined.
+        self._completion = Completion(MemoryGateway(remember=False), FixedProfiles())
 
     def _now(self) -> datetime:
         self._ticks += 1
@@ -188,50 +204,25 @@ class Model:
 
     def _decide(self, command: Command, state: ModelKey) -> Decision:
         named = set(named_payment_ids(command))
-        stream = KeyState(
-            key=state.key,
-            last_sequence=state.last_sequence,
-            methods=tuple(state.methods.values()),
+        read = replace(
+            state.state,
             payments=tuple(p for p in state.payments.values() if p.payment_id in named),
-            gateway_customer_id="cus_model" if state.has_gateway_customer else None,
         )
         now = self._now()
-        decision = decide(command, stream, now)
-        if (
-            isinstance(command, InitiatePayment)
-            and decision.result.status == "accepted"
-            and decision.events
-        ):
-            # The sandbox gateway declines a token that says so and approves the rest.
-            declined = "decline" in payment_instrument(command, stream)
-            answer = AuthorizationAnswer(
-                approved=not declined,
-                authorization_id=None if declined else "auth_model",
-                decline_code="insufficient_funds" if declined else None,
-            )
-            decision = settle_authorization(command, decision, answer, now)
-        return decision
+        return self._completion.complete(command, read, decide(command, read, now), now)
 
     def _apply(self, command: Command, state: ModelKey, decision: Decision) -> None:
         for method in decision.changed_methods:
-            state.methods[method.payment_method_id] = method
             if method.gateway_token is not None:
                 state.method_tokens.setdefault(method.payment_method_id, set()).add(
                     method.gateway_token
                 )
         for payment in decision.changed_payments:
             state.payments[payment.payment_id] = payment
-        state.last_sequence = decision.last_sequence
-        accepted = decision.result.status == "accepted" and bool(decision.events)
-        known = KeyState(
-            key=state.key, gateway_customer_id="cus_model" if state.has_gateway_customer else None
-        )
-        if accepted and creates_gateway_customer(command, known):
-            state.has_gateway_customer = True
-        if accepted and isinstance(command, EraseUserData):
-            if state.has_gateway_customer:
-                state.erasures_with_customer += 1
-            state.has_gateway_customer = False
+        reference = decision.customer_reference
+        if reference is not None and reference.customer_id is None and state.has_gateway_customer:
+            state.erasures_with_customer += 1
+        state.state = apply_decision(state.state, decision)
 
 
 def replay(

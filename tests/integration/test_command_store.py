@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
+from domain.completion import Completion
 from domain.model import KeyState
 from pipelines.command_processor import CommandProcessor
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from state.command_store import CommandStore, ConcurrentWriteError, WriteConflicts
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
@@ -30,7 +30,7 @@ _offsets = iter(range(1_000_000))
 def _processor(store: CommandStore) -> CommandProcessor:
     return CommandProcessor(
         store,
-        GatewayEffects(MemoryGateway(), FixedProfiles()),
+        Completion(MemoryGateway(), FixedProfiles()),
         clock=lambda: ISSUED_AT,
         consumer_group="test",
         worker_version="test",
@@ -418,7 +418,7 @@ def test_a_payment_stored_meanwhile_by_another_worker_is_answered_not_cancelled(
     gateway = MemoryGateway()
     again = CommandProcessor(
         stale,
-        GatewayEffects(gateway, FixedProfiles()),
+        Completion(gateway, FixedProfiles()),
         clock=lambda: ISSUED_AT,
         consumer_group="test",
         worker_version="test",

@@ -5,7 +5,7 @@ told by fault rules what to answer for one key's requests each (``match_body`` /
 name that key's token, payment id or user id), so the cases of one test run side by side.
 After the results are in, every check compares the sandbox gateway's own records
 (authorizations, customers, attached tokens, cancellations) with Postgres and the events.
-The table these cases follow is the README's, section 7, "The table of answers".
+The table these cases follow is "The table of answers" in docs/dependencies.md.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from uuid import UUID, uuid5
 import pytest
 from sqlalchemy import Engine, text
 
-from clients.gateway import HttpGateway, idempotency_key
+from clients.gateway import HttpGateway
 from clients.http import ResilientHttp, build_http_client
 from config.settings import GatewaySettings, Settings
+from domain.ports import idempotency_key
 from sandbox.faults import FaultRule
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer

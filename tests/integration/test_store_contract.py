@@ -19,9 +19,9 @@ from uuid import UUID
 import pytest
 from sqlalchemy import Engine
 
+from domain.completion import Completion
 from domain.streams import user_stream
 from pipelines.command_processor import CommandProcessor, DecisionStore
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from state.command_store import CommandStore
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
@@ -49,7 +49,7 @@ class Run:
         self.gateway = MemoryGateway()
         self.processor = CommandProcessor(
             store,
-            GatewayEffects(self.gateway, FixedProfiles()),
+            Completion(self.gateway, FixedProfiles()),
             clock=lambda: ISSUED_AT,
             consumer_group="contract",
             worker_version="test",

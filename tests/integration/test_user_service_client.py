@@ -34,9 +34,10 @@ from prometheus_client import REGISTRY
 from clients.auth import SignedJwtAuth
 from clients.circuit_breaker import CircuitState
 from clients.http import ResilientHttp, ServiceUnavailable, build_http_client
-from clients.user_service import Profile, ProfileLookup
+from clients.user_service import ProfileLookup
 from config.settings import HttpServiceSettings, ProfileCacheSettings
 from domain.errors import TransientError
+from domain.model import Profile
 
 ADA = {"name": "Ada Lovelace", "email": "ada@example.test", "phone": "+44 20 7946 0000"}
 AUDIENCE = "user-service"

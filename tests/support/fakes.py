@@ -2,18 +2,19 @@
 
 ``MemoryStore`` keeps the contract of ``state.command_store.CommandStore`` (held to it by
 ``tests/integration/test_store_contract.py``);
-``MemoryGateway`` answers a repeated idempotency key with its first answer, as the
-sandbox gateway does; ``FixedProfiles`` knows every user.
+``MemoryGateway`` answers as the sandbox gateway does, a repeated idempotency key with
+its first answer; ``FixedProfiles`` knows every user. The benchmark's models and its
+memory run use them too.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 from uuid import UUID
 
-from clients.user_service import Profile
-from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, apply_decision
+from domain.model import AuthorizationAnswer, Decision, KeyState, Payment, Profile, apply_decision
 from state.command_store import ProcessedCommand
 
 
@@ -44,6 +45,10 @@ class MemoryStore:
     def record(self, processed: ProcessedCommand, key: str, decision: Decision) -> None:
         assert processed.command_id not in self.commands, "the inbox takes a command once"
         self.commands[processed.command_id] = processed
+        self.apply(key, decision)
+
+    def apply(self, key: str, decision: Decision) -> None:
+        """The state part of ``record``, without an inbox row (the benchmark's model)."""
         self.states[key] = apply_decision(self.states.get(key) or KeyState(key), decision)
         self.method_keys.update({m.payment_method_id: key for m in decision.changed_methods})
         self.payments.update({p.payment_id: p for p in decision.changed_payments})
@@ -62,20 +67,27 @@ class MemoryStore:
 
 
 class MemoryGateway:
-    """Creates customers and authorizations once per idempotency key."""
+    """Answers as the sandbox gateway does (a token that says ``decline`` is declined
+    ``insufficient_funds``, every other one approved), with ids derived from the
+    idempotency key, so a repeated key gets its first answer whether or not it is kept.
 
-    def __init__(self) -> None:
+    ``answers`` keeps every key seen (for tests to inspect); ``remember=False`` keeps
+    nothing, for runs of millions of commands.
+    """
+
+    def __init__(self, *, remember: bool = True) -> None:
         self.answers: dict[str, object] = {}
         self.calls = 0
+        self._remember = remember
 
     def _once(self, key: str, make: object) -> object:
         self.calls += 1
-        if key not in self.answers:
-            self.answers[key] = make
-        return self.answers[key]
+        if not self._remember:
+            return make
+        return self.answers.setdefault(key, make)
 
     def create_customer(self, *, reference: str, idempotency_key: str) -> str:
-        return str(self._once(idempotency_key, f"cus-{len(self.answers)}"))
+        return str(self._once(idempotency_key, _derived("cus", idempotency_key)))
 
     def set_customer_profile(self, *, idempotency_key: str, **_: object) -> None:
         self._once(idempotency_key, None)
@@ -89,8 +101,15 @@ class MemoryGateway:
     def delete_customer(self, *, customer_id: str, idempotency_key: str) -> None:
         self._once(idempotency_key, None)
 
-    def authorize(self, *, idempotency_key: str, **_: object) -> AuthorizationAnswer:
-        answer = AuthorizationAnswer(approved=True, authorization_id=f"auth-{idempotency_key}")
+    def authorize(
+        self, *, idempotency_key: str, gateway_token: str = "", **_: object
+    ) -> AuthorizationAnswer:
+        if "decline" in gateway_token:
+            answer = AuthorizationAnswer(approved=False, decline_code="insufficient_funds")
+        else:
+            answer = AuthorizationAnswer(
+                approved=True, authorization_id=_derived("auth", idempotency_key)
+            )
         result = self._once(idempotency_key, answer)
         assert isinstance(result, AuthorizationAnswer)
         return result
@@ -98,6 +117,10 @@ class MemoryGateway:
     def cancel_authorization(self, *, request_key: str, idempotency_key: str, **_: object) -> bool:
         self._once(idempotency_key, None)
         return request_key in self.answers
+
+
+def _derived(prefix: str, idempotency_key: str) -> str:
+    return f"{prefix}_{hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]}"
 
 
 class FixedProfiles:

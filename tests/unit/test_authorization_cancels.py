@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from uuid import UUID
 
-from clients.gateway import idempotency_key
+from domain.completion import Completion
+from domain.ports import idempotency_key
 from pipelines.command_processor import CommandProcessor
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage
 from state.command_store import ProcessedCommand
 from tests.factories import ISSUED_AT, command
@@ -47,7 +47,7 @@ def _payment_message(payment_id: str, token: str, offset: int) -> IncomingMessag
 def _processor(store: MemoryStore, gateway: MemoryGateway) -> CommandProcessor:
     return CommandProcessor(
         store,
-        GatewayEffects(gateway, FixedProfiles()),
+        Completion(gateway, FixedProfiles()),
         clock=lambda: ISSUED_AT,
         consumer_group="g",
         worker_version="test",

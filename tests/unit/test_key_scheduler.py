@@ -12,10 +12,10 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from domain.completion import Completion
 from domain.errors import TransientError
 from domain.model import AuthorizationAnswer
 from pipelines.command_processor import Admitted, CommandProcessor
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.key_scheduler import KeyScheduler
 from pipelines.records import IncomingMessage, OutgoingRecord
 from tests.factories import ISSUED_AT, add_payment_method, command, encode
@@ -77,7 +77,7 @@ class Harness:
         self.store = MemoryStore()
         self.processor = CommandProcessor(
             self.store,
-            GatewayEffects(gateway, FixedProfiles()),
+            Completion(gateway, FixedProfiles()),
             clock=lambda: NOW,
             consumer_group="g",
             worker_version="test",

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy.exc import DataError, IntegrityError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from domain.completion import Completion
 from domain.errors import TransientError
 from pipelines.command_processor import CommandProcessor
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from schemas.errors import InvalidMessage, InvalidReason
 from state.errors import database_errors, error_kind
@@ -35,7 +35,7 @@ def _message(value: bytes, key: bytes | None = b"user-123", offset: int = 0) -> 
 def _processor(store: Any, gateway: Any = None) -> CommandProcessor:
     return CommandProcessor(
         store,
-        GatewayEffects(gateway or MemoryGateway(), FixedProfiles()),
+        Completion(gateway or MemoryGateway(), FixedProfiles()),
         clock=lambda: NOW,
         consumer_group="g",
         worker_version="test",

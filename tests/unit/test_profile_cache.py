@@ -18,9 +18,10 @@ from prometheus_client import REGISTRY
 
 from clients.circuit_breaker import CircuitBreaker, CircuitOpen, CircuitState
 from clients.http import HttpResponse, ServiceUnavailable, TransportFailure
-from clients.user_service import Profile, ProfileLookup, ProfileUnusable
+from clients.user_service import ProfileLookup
 from config.settings import HttpServiceSettings, ProfileCacheSettings
-from domain.errors import TransientError
+from domain.errors import ProfileUnusable, TransientError
+from domain.model import Profile
 
 ADA = {"name": "Ada Lovelace", "email": "ada@example.test"}
 TTL = 300.0

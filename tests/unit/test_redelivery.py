@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.completion import Completion
 from pipelines.command_processor import CommandProcessor
-from pipelines.gateway_effects import GatewayEffects
 from pipelines.records import IncomingMessage, OutgoingRecord
 from tests.strategies import COMMAND_SPECS, START, build_command
 from tests.support.fakes import FixedProfiles, MemoryGateway, MemoryStore
@@ -36,7 +36,7 @@ def _messages(specs: list[tuple[Any, ...]]) -> list[IncomingMessage]:
 def _processor(store: MemoryStore) -> CommandProcessor:
     return CommandProcessor(
         store,
-        GatewayEffects(MemoryGateway(), FixedProfiles()),
+        Completion(MemoryGateway(), FixedProfiles()),
         clock=lambda: START,
         consumer_group="g",
         worker_version="test",

@@ -1,12 +1,13 @@
-"""The gateway side of each decision: customer profiles, saved cards, authorizations.
-
-This is the one step that calls outside services for a command. Every call carries an
-idempotency key derived from the command, so a replayed batch repeats its calls without
-creating anything new. The User Service is asked for a profile only when the gateway
-needs one and the command did not bring it.
+"""The part of a decision that the gateway's answers finish: customer profiles, saved
+cards, authorizations. ``decide`` says what a command does on a key's state; for the
+commands that touch the gateway, ``Completion.complete`` carries that out through the
+ports (``domain.ports``) and turns each answer into the final decision: a card the
+gateway refuses rejects the command, an authorization's answer settles the payment, a
+customer the gateway created is recorded. The worker's pipeline, the benchmark's
+expected model and the chaos run's model all call it, each with its own gateway.
 
 What the gateway holds and what the worker stores must agree whatever the gateway
-answers (README, section 7, the table of answers):
+answers (docs: the table of answers):
 
 - a customer the gateway created is kept (its reference stored) even when the command is
   then rejected, so that EraseUserData can delete it;
@@ -14,42 +15,41 @@ answers (README, section 7, the table of answers):
 - an authorization the worker does not keep (its payment id was taken by another command,
   or the answer did not say whether it authorized) is cancelled, and the cancel is retried
   until the gateway confirms it;
-- undo calls (detach, delete, cancel) are done when the gateway confirms or says it has
-  nothing (404); any other answer makes the key wait and try again.
+- a detach or a delete is done when the gateway confirms it or says it has nothing
+  (``NotThere``), a cancel only when the gateway confirms it; any other final answer
+  makes the key wait and try again.
+
+Every call carries an idempotency key derived from the command, so a replayed batch
+repeats its calls without creating anything new. The User Service is asked for a profile
+only when the gateway needs one and the command did not bring it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
 
-from clients.gateway import (
-    AuthorizationOutcomeUnknown,
-    GatewayError,
-    GatewayKeyConflict,
-    GatewayNotFound,
-    GatewayProtocolError,
-    GatewayRefusedRequest,
-    PaymentGateway,
-    idempotency_key,
-    profile_key,
-)
-from clients.user_service import Profile, ProfileUnusable
 from domain.decisions import creates_gateway_customer
-from domain.errors import FinalAnswer, TransientError
+from domain.errors import (
+    FinalAnswer,
+    NotThere,
+    OutsideContract,
+    ProfileUnusable,
+    Refused,
+    TransientError,
+)
 from domain.model import (
     AuthorizationAnswer,
     CustomerReference,
     Decision,
     KeyState,
-    PaymentMethod,
+    Profile,
 )
-from domain.outcome import reject
+from domain.outcome import own_method, reject
 from domain.payment_rules import payment_instrument, settle_authorization
+from domain.ports import PaymentGateway, ProfileSource, idempotency_key, profile_key
 from schemas.commands import (
     AddPaymentMethod,
     Command,
@@ -59,21 +59,13 @@ from schemas.commands import (
     RemovePaymentMethod,
 )
 from schemas.results import Reason
-from telemetry.metrics import AUTHORIZATION_CANCELS, ORPHAN_AUTHORIZATIONS
 
 # The decline code of a payment whose authorization was cancelled because the gateway's
 # answer did not say whether it authorized.
 AUTHORIZATION_CANCELLED = "authorization_cancelled"
-
-logger = logging.getLogger(__name__)
-
-
-class ProfileSource(Protocol):
-    """Where profiles come from when a command lacks them (``ProfileLookup``)."""
-
-    def profile(self, user_id: str) -> Profile | None: ...
-
-    def forget(self, user_id: str) -> None: ...
+# The decline code of an authorization the gateway refused as a request (a 4xx: e.g. a
+# token it does not know): nothing was made, so it is a decline.
+REFUSED_REQUEST = "gateway_refused_request"
 
 
 class _Rejected(FinalAnswer):
@@ -86,32 +78,37 @@ class _Rejected(FinalAnswer):
         self.customer = customer
 
 
-class GatewayEffects:
+def needs_gateway(command: Command, decision: Decision) -> bool:
+    """Whether completing this decision may call out (else it is final as it is)."""
+    if decision.result.status != "accepted":
+        # A payment id taken meanwhile: this command may have authorized on an earlier
+        # try (before another worker stored the id); what it made must be cancelled.
+        return isinstance(command, InitiatePayment) and (
+            decision.result.reason == Reason.PAYMENT_ID_TAKEN
+        )
+    return bool(decision.events) and isinstance(
+        command, AddPaymentMethod | RemovePaymentMethod | EraseUserData | InitiatePayment
+    )
+
+
+class Completion:
+    """Completes decisions through one gateway and one profile source."""
+
     def __init__(self, gateway: PaymentGateway, profiles: ProfileSource) -> None:
         self._gateway = gateway
         self._profiles = profiles
 
     def needed(self, command: Command, decision: Decision) -> bool:
-        """Whether ``apply`` may call out for this decision (else it returns it as is)."""
-        if decision.result.status != "accepted":
-            # A payment id taken meanwhile: this command may have authorized on an
-            # earlier try (before another worker stored the id); cancel what it made.
-            return (
-                isinstance(command, InitiatePayment)
-                and decision.result.reason == Reason.PAYMENT_ID_TAKEN
-            )
-        return bool(decision.events) and isinstance(
-            command, AddPaymentMethod | RemovePaymentMethod | EraseUserData | InitiatePayment
-        )
+        return needs_gateway(command, decision)
 
-    def apply(
+    def complete(
         self, command: Command, state: KeyState, decision: Decision, now: datetime
     ) -> Decision:
-        """Carry out a decision at the gateway; may add events or reject.
+        """The final decision once the gateway has answered; may add events or reject.
 
         Raises ``TransientError`` when a call must be tried again (same keys, later).
         """
-        if not self.needed(command, decision):
+        if not needs_gateway(command, decision):
             return decision
         try:
             match command:
@@ -200,7 +197,7 @@ class GatewayEffects:
     def _remove_card(
         self, command: RemovePaymentMethod, state: KeyState, decision: Decision
     ) -> Decision:
-        removed = _method(state, command.payload.payment_method_id)
+        removed = own_method(state, command.payload.payment_method_id)
         if state.gateway_customer_id is not None and removed and removed.gateway_token:
             with _already_gone("detach a card"):
                 self._gateway.detach_payment_method(
@@ -246,27 +243,30 @@ class GatewayEffects:
                 customer_id=customer_id,
                 email=carried.email if carried is not None else None,
             )
-        except AuthorizationOutcomeUnknown:
-            # Approved or not, it must not stay: cancelled, and recorded as declined.
+        except OutsideContract:
+            # OutcomeUnknown, or another request under this key: approved or not, it
+            # must not stay. Cancelled, and recorded as declined.
             self._cancel_authorization(command, "outcome_unknown")
             answer = AuthorizationAnswer(approved=False, decline_code=AUTHORIZATION_CANCELLED)
+        except Refused:
+            # A 4xx to an authorization makes nothing: a decline.
+            answer = AuthorizationAnswer(approved=False, decline_code=REFUSED_REQUEST)
         settled = settle_authorization(command, decision, answer, now)
         return settled if created is None else replace(settled, customer_reference=created)
 
     def _cancel_authorization(self, command: InitiatePayment, reason: str) -> None:
-        """Void whatever this command's authorization request made at the gateway."""
-        found = self._gateway.cancel_authorization(
-            request_key=idempotency_key(command.command_id, "authorize"),
-            payment_id=command.payload.payment_id,
-            idempotency_key=idempotency_key(command.command_id, "cancel-authorization"),
-        )
-        AUTHORIZATION_CANCELS.labels(reason).inc()
-        if found:
-            ORPHAN_AUTHORIZATIONS.labels(reason).inc()
-            logger.warning(
-                "cancelled an authorization the worker does not keep",
-                extra={"commandId": str(command.command_id), "reason": reason},
+        """Void whatever this command's authorization request made at the gateway. Only a
+        confirmation will do, not even ``NotThere``: the gateway's confirmation also bars
+        the request key, so an authorization still in flight cannot appear afterwards."""
+        try:
+            self._gateway.cancel_authorization(
+                request_key=idempotency_key(command.command_id, "authorize"),
+                payment_id=command.payload.payment_id,
+                idempotency_key=idempotency_key(command.command_id, "cancel-authorization"),
+                reason=reason,
             )
+        except FinalAnswer as refusal:
+            raise TransientError(f"the gateway did not confirm a cancel: {refusal}") from None
 
 
 @contextmanager
@@ -275,9 +275,9 @@ def _refusal_rejects(customer: CustomerReference | None) -> Iterator[None]:
     customer that the gateway holds by then."""
     try:
         yield
-    except (GatewayKeyConflict, GatewayProtocolError):
+    except OutsideContract:
         raise _Rejected(Reason.GATEWAY_UNEXPECTED_ANSWER, customer) from None
-    except GatewayRefusedRequest:
+    except Refused:
         # The gateway will not take this customer record or card; retrying cannot
         # change that, so the command is rejected rather than left waiting.
         raise _Rejected(Reason.GATEWAY_REFUSED, customer) from None
@@ -285,20 +285,20 @@ def _refusal_rejects(customer: CustomerReference | None) -> Iterator[None]:
 
 @contextmanager
 def _already_gone(action: str) -> Iterator[None]:
-    """An undo call is done when the gateway confirms it or says it has nothing (404);
-    any other final answer leaves something behind, so the key waits and tries again."""
+    """An undo call is done when the gateway confirms it or says it has nothing; any
+    other final answer leaves something behind, so the key waits and tries again."""
     try:
         yield
-    except GatewayNotFound:
-        logger.info("the gateway had nothing to %s; nothing left to remove", action)
-    except GatewayError as refusal:
+    except NotThere:
+        return
+    except FinalAnswer as refusal:
         raise TransientError(f"the gateway did not {action}: {refusal}") from None
 
 
 def _replaced_token(state: KeyState, decision: Decision) -> str | None:
     """The token a re-added card replaces, if the decision changed a stored method's."""
     for changed in decision.changed_methods:
-        before = _method(state, changed.payment_method_id)
+        before = own_method(state, changed.payment_method_id)
         if (
             before is not None
             and before.gateway_token is not None
@@ -306,7 +306,3 @@ def _replaced_token(state: KeyState, decision: Decision) -> str | None:
         ):
             return before.gateway_token
     return None
-
-
-def _method(state: KeyState, payment_method_id: str) -> PaymentMethod | None:
-    return next((m for m in state.methods if m.payment_method_id == payment_method_id), None)
