@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     # waits); beyond it the worker stops fetching until half are done: it bounds memory
     # when the gateway cannot keep up or keys are held by an outage.
     max_carried_commands: int = Field(default=4_000, ge=100)
-    # The key-state cache (state/command_store.py): keys whose active payment methods and
+    # The key-state cache (state/key_state_cache.py): keys whose active payment methods and
     # newest command ids stay in memory between checkpoints, the least recently used
     # evicted first when either bound is reached. Writes are fenced, so the cache never
     # needs to be told of rebalances. The bytes bound is what bounds memory: a key costs

@@ -89,7 +89,7 @@ processed_commands = Table(
     Column("result_value", BYTEA, nullable=False),
     Column("event_values", ARRAY(BYTEA), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
-    # A key's recent commands are read with its state (state.command_store).
+    # A key's recent commands are read with its state (state.key_state_reads).
     Index("ix_processed_commands_stream_recent", "stream_key", "processed_at"),
 )
 
