@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
@@ -62,6 +63,13 @@ def sandbox_gateway() -> Iterator[SandboxGatewayServer]:
     server = SandboxGatewayServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sandbox_client(sandbox_gateway: SandboxGatewayServer) -> Iterator[httpx.Client]:
+    """An HTTP client for the sandbox gateway, to call it as a worker does."""
+    with httpx.Client(base_url=sandbox_gateway.url, timeout=5) as http:
+        yield http
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -70,14 +70,18 @@ def test_thousands_of_delayed_answers_wait_at_once_in_one_thread() -> None:
 def test_a_delayed_answer_arrives_and_keeps_its_behaviour() -> None:
     server = SandboxGatewayServer(answer_delay_seconds=0.05).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
+        with httpx.Client(base_url=server.url) as sandbox_client:
             body = {"token": "tok_decline_x", "reference": "pay-1"}
-            first = client.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "k"})
-            again = client.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "k"})
-            other = client.post(
+            first = sandbox_client.post(
+                "/v1/authorizations", json=body, headers={"Idempotency-Key": "k"}
+            )
+            again = sandbox_client.post(
+                "/v1/authorizations", json=body, headers={"Idempotency-Key": "k"}
+            )
+            other = sandbox_client.post(
                 "/v1/authorizations", json={"token": "tok"}, headers={"Idempotency-Key": "k"}
             )
-            stats = client.get("/v1/_sandbox/stats").json()
+            stats = sandbox_client.get("/v1/_sandbox/stats").json()
         assert first.status_code == again.status_code == 201
         assert first.json() == again.json()
         assert first.json()["status"] == "declined"
@@ -92,10 +96,10 @@ def test_a_delayed_answer_arrives_and_keeps_its_behaviour() -> None:
 def test_the_user_service_stand_in_can_delay_its_answers_too() -> None:
     server = UserServiceStubServer(answer_delay_seconds=0.05).start()
     try:
-        with httpx.Client(base_url=server.url) as client:
-            profile = client.get("/v1/users/user-1/profile")
-            unknown = client.get("/v1/users/unknown-1/profile")
-            stats = client.get("/v1/_sandbox/stats").json()
+        with httpx.Client(base_url=server.url) as sandbox_client:
+            profile = sandbox_client.get("/v1/users/user-1/profile")
+            unknown = sandbox_client.get("/v1/users/unknown-1/profile")
+            stats = sandbox_client.get("/v1/_sandbox/stats").json()
         assert profile.status_code == 200
         assert profile.json()["email"] == "user-1@profiles.example"
         assert unknown.status_code == 404
@@ -154,31 +158,18 @@ def _authorize(token: str, reference: str, customer: str | None = None) -> dict[
     }
 
 
-@pytest.fixture
-def gateway() -> Iterator[SandboxGatewayServer]:
-    server = SandboxGatewayServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(gateway: SandboxGatewayServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=5) as http:
-        yield http
-
-
-def _post(client: httpx.Client, path: str, body: object, key: str) -> httpx.Response:
-    return client.post(path, content=_encode(body), headers={"Idempotency-Key": key})
+def _post(sandbox_client: httpx.Client, path: str, body: object, key: str) -> httpx.Response:
+    return sandbox_client.post(path, content=_encode(body), headers={"Idempotency-Key": key})
 
 
 def test_a_customer_is_created_by_reference_and_its_profile_is_checked_never_kept(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
-    created = _post(client, "/v1/customers", {"reference": "user-1"}, "c1")
+    created = _post(sandbox_client, "/v1/customers", {"reference": "user-1"}, "c1")
     assert created.status_code == 201
     customer = created.json()["id"]
     assert customer.startswith("cus_")
-    assert gateway.gateway.records()["customers"] == [
+    assert sandbox_gateway.gateway.records()["customers"] == [
         {"id": customer, "reference": "user-1", "hasProfile": False, "tokens": []}
     ]
 
@@ -189,15 +180,17 @@ def test_a_customer_is_created_by_reference_and_its_profile_is_checked_never_kep
         ("p-no-at", {"name": "Ada", "email": "ada.example.org"}),
         ("p-missing", {"name": "Ada"}),
     ]:
-        assert _post(client, f"/v1/customers/{customer}", bad, key).status_code == 400
-    assert gateway.gateway.records()["customers"][0]["hasProfile"] is False
-    assert _post(client, "/v1/customers/cus_nobody", profile, "p-404").status_code == 404
+        assert _post(sandbox_client, f"/v1/customers/{customer}", bad, key).status_code == 400
+    assert sandbox_gateway.gateway.records()["customers"][0]["hasProfile"] is False
+    assert _post(sandbox_client, "/v1/customers/cus_nobody", profile, "p-404").status_code == 404
 
-    first = _post(client, f"/v1/customers/{customer}", profile, "p1")
-    again = _post(client, f"/v1/customers/{customer}", profile, "p2")  # the same values: harmless
+    first = _post(sandbox_client, f"/v1/customers/{customer}", profile, "p1")
+    again = _post(
+        sandbox_client, f"/v1/customers/{customer}", profile, "p2"
+    )  # the same values: harmless
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json() == {"id": customer}
-    records = client.get("/v1/_sandbox/records").json()
+    records = sandbox_client.get("/v1/_sandbox/records").json()
     assert records["customers"] == [
         {"id": customer, "reference": "user-1", "hasProfile": True, "tokens": []}
     ]
@@ -206,13 +199,13 @@ def test_a_customer_is_created_by_reference_and_its_profile_is_checked_never_kep
 
 
 def test_the_older_create_with_a_profile_is_checked_too(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
-    bad = _post(client, "/v1/customers", {"name": "Ada", "email": "nope"}, "old-bad")
-    good = _post(client, "/v1/customers", {"name": "Ada", "email": "a@b.c"}, "old-good")
+    bad = _post(sandbox_client, "/v1/customers", {"name": "Ada", "email": "nope"}, "old-bad")
+    good = _post(sandbox_client, "/v1/customers", {"name": "Ada", "email": "a@b.c"}, "old-good")
     assert bad.status_code == 400
     assert good.status_code == 201
-    (customer,) = gateway.gateway.records()["customers"]
+    (customer,) = sandbox_gateway.gateway.records()["customers"]
     assert customer == {
         "id": good.json()["id"],
         "reference": None,
@@ -222,20 +215,20 @@ def test_the_older_create_with_a_profile_is_checked_too(
 
 
 def test_cards_and_deletion_need_a_live_customer(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
-    customer = _post(client, "/v1/customers", {"reference": "user-2"}, "c2").json()["id"]
+    customer = _post(sandbox_client, "/v1/customers", {"reference": "user-2"}, "c2").json()["id"]
     base = f"/v1/customers/{customer}"
-    attach_a = _post(client, f"{base}/payment-methods", {"token": "tok_a"}, "a1")
-    attach_b = _post(client, f"{base}/payment-methods", {"token": "tok_b"}, "a2")
-    detach_a = _post(client, f"{base}/payment-methods/detach", {"token": "tok_a"}, "d1")
+    attach_a = _post(sandbox_client, f"{base}/payment-methods", {"token": "tok_a"}, "a1")
+    attach_b = _post(sandbox_client, f"{base}/payment-methods", {"token": "tok_b"}, "a2")
+    detach_a = _post(sandbox_client, f"{base}/payment-methods/detach", {"token": "tok_a"}, "d1")
     assert (attach_a.status_code, attach_a.json()) == (201, {"attached": True})
     assert attach_b.status_code == 201
     assert (detach_a.status_code, detach_a.json()) == (200, {"detached": True})
-    assert gateway.gateway.records()["customers"][0]["tokens"] == ["tok_b"]
-    assert gateway.gateway.stats()["attachedTokens"] == 1
+    assert sandbox_gateway.gateway.records()["customers"][0]["tokens"] == ["tok_b"]
+    assert sandbox_gateway.gateway.stats()["attachedTokens"] == 1
 
-    deleted = _post(client, f"{base}/delete", {}, "del1")
+    deleted = _post(sandbox_client, f"{base}/delete", {}, "del1")
     assert (deleted.status_code, deleted.json()) == (200, {"deleted": True})
     for path, key in [
         (f"{base}/payment-methods", "a3"),
@@ -243,56 +236,56 @@ def test_cards_and_deletion_need_a_live_customer(
         (f"{base}/delete", "del2"),
         (base, "p3"),
     ]:
-        answer = _post(client, path, {"token": "tok_c", "name": "A", "email": "a@b"}, key)
+        answer = _post(sandbox_client, path, {"token": "tok_c", "name": "A", "email": "a@b"}, key)
         assert answer.status_code == 404, path
         assert answer.json() == {"error": "no such customer"}
-    records = gateway.gateway.records()
+    records = sandbox_gateway.gateway.records()
     assert records["customers"] == []
     assert records["deletedCustomers"] == [{"id": customer, "reference": "user-2"}]
-    stats = gateway.gateway.stats()
+    stats = sandbox_gateway.gateway.stats()
     assert (stats["customers"], stats["deletedCustomers"]) == (0, 1)
 
 
 def test_a_repeated_key_replays_the_first_answer_and_another_body_is_refused(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
     body = _authorize("tok_ok", "pay-1")
-    first = _post(client, "/v1/authorizations", body, "k1")
-    again = _post(client, "/v1/authorizations", body, "k1")
+    first = _post(sandbox_client, "/v1/authorizations", body, "k1")
+    again = _post(sandbox_client, "/v1/authorizations", body, "k1")
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json()
     assert first.json()["status"] == "approved"
 
-    changed = _post(client, "/v1/authorizations", {**body, "amount": 1}, "k1")
-    other_path = _post(client, "/v1/customers", body, "k1")
+    changed = _post(sandbox_client, "/v1/authorizations", {**body, "amount": 1}, "k1")
+    other_path = _post(sandbox_client, "/v1/customers", body, "k1")
     for refused in (changed, other_path):
         assert refused.status_code == 422
         assert refused.json() == {"error": "key reused with another body"}
-    assert gateway.gateway.stats()["authorizations"] == 1
-    assert gateway.gateway.stats()["replays"] == 1
-    assert gateway.gateway.stats()["customers"] == 0
+    assert sandbox_gateway.gateway.stats()["authorizations"] == 1
+    assert sandbox_gateway.gateway.stats()["replays"] == 1
+    assert sandbox_gateway.gateway.stats()["customers"] == 0
 
 
 def test_answers_of_500_and_more_are_not_kept_and_a_retry_runs_again(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
     body = _authorize("tok_ok", "pay-2")
-    gateway.gateway.available = False
-    outage = _post(client, "/v1/authorizations", body, "k2")
-    gateway.gateway.available = True
-    retried = _post(client, "/v1/authorizations", body, "k2")
+    sandbox_gateway.gateway.available = False
+    outage = _post(sandbox_client, "/v1/authorizations", body, "k2")
+    sandbox_gateway.gateway.available = True
+    retried = _post(sandbox_client, "/v1/authorizations", body, "k2")
     assert outage.status_code == 503
     assert retried.status_code == 201
     unavailable = _authorize("tok_unavailable", "pay-3")
-    assert _post(client, "/v1/authorizations", unavailable, "k3").status_code == 503
-    assert _post(client, "/v1/authorizations", unavailable, "k3").status_code == 503
-    assert gateway.gateway.stats()["authorizations"] == 1
-    assert gateway.gateway.stats()["replays"] == 0
+    assert _post(sandbox_client, "/v1/authorizations", unavailable, "k3").status_code == 503
+    assert _post(sandbox_client, "/v1/authorizations", unavailable, "k3").status_code == 503
+    assert sandbox_gateway.gateway.stats()["authorizations"] == 1
+    assert sandbox_gateway.gateway.stats()["replays"] == 0
 
 
-def test_requests_without_a_key_or_a_json_object_are_refused(client: httpx.Client) -> None:
-    no_key = client.post("/v1/authorizations", json=_authorize("tok_ok", "pay-4"))
-    not_json = client.post(
+def test_requests_without_a_key_or_a_json_object_are_refused(sandbox_client: httpx.Client) -> None:
+    no_key = sandbox_client.post("/v1/authorizations", json=_authorize("tok_ok", "pay-4"))
+    not_json = sandbox_client.post(
         "/v1/authorizations", content=b"<xml/>", headers={"Idempotency-Key": "k4"}
     )
     assert no_key.status_code == 400
@@ -300,55 +293,59 @@ def test_requests_without_a_key_or_a_json_object_are_refused(client: httpx.Clien
 
 
 def test_a_key_in_flight_is_answered_409_until_its_answer_is_written(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
     body = _authorize("tok_wait00300ms_a", "pay-5")
-    pending = _send(gateway.port, "/v1/authorizations", body, "k5")
-    _wait_until(lambda: gateway.counters.waiting == 1)
+    pending = _send(sandbox_gateway.port, "/v1/authorizations", body, "k5")
+    _wait_until(lambda: sandbox_gateway.counters.waiting == 1)
     # Its effect is immediate; only its answer waits.
-    assert gateway.gateway.stats()["authorizations"] == 1
-    busy = _post(client, "/v1/authorizations", body, "k5")
-    busy_other_body = _post(client, "/v1/authorizations", {**body, "amount": 2}, "k5")
+    assert sandbox_gateway.gateway.stats()["authorizations"] == 1
+    busy = _post(sandbox_client, "/v1/authorizations", body, "k5")
+    busy_other_body = _post(sandbox_client, "/v1/authorizations", {**body, "amount": 2}, "k5")
     for refused in (busy, busy_other_body):
         assert refused.status_code == 409
         assert refused.json() == {"error": "request with this key in progress"}
     first = _read(pending)
     assert first is not None
     assert first[0] == 201
-    replay = _post(client, "/v1/authorizations", body, "k5")
+    replay = _post(sandbox_client, "/v1/authorizations", body, "k5")
     assert (replay.status_code, replay.json()) == (201, first[1])
-    assert gateway.gateway.stats()["authorizations"] == 1
+    assert sandbox_gateway.gateway.stats()["authorizations"] == 1
 
 
 def test_a_key_stays_in_flight_until_its_answer_was_due_though_the_client_gave_up(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
     slow = _authorize("tok_slow_b", "pay-6")
-    pending = _send(gateway.port, "/v1/authorizations", slow, "k6")
-    _wait_until(lambda: gateway.counters.waiting == 1)
+    pending = _send(sandbox_gateway.port, "/v1/authorizations", slow, "k6")
+    _wait_until(lambda: sandbox_gateway.counters.waiting == 1)
     pending.close()  # a client timeout: the answer (due after 3 s) will never be written
-    _wait_until(lambda: gateway.counters.waiting == 0)
-    assert _post(client, "/v1/authorizations", slow, "k6").status_code == 409
+    _wait_until(lambda: sandbox_gateway.counters.waiting == 0)
+    assert _post(sandbox_client, "/v1/authorizations", slow, "k6").status_code == 409
 
     body = _authorize("tok_wait00300ms_c", "pay-6c")
     started = time.monotonic()
-    _send(gateway.port, "/v1/authorizations", body, "k6c").close()
-    _wait_until(lambda: gateway.gateway.stats()["authorizations"] == 2)
-    assert _post(client, "/v1/authorizations", body, "k6c").status_code == 409
+    _send(sandbox_gateway.port, "/v1/authorizations", body, "k6c").close()
+    _wait_until(lambda: sandbox_gateway.gateway.stats()["authorizations"] == 2)
+    assert _post(sandbox_client, "/v1/authorizations", body, "k6c").status_code == 409
     _wait_until(lambda: time.monotonic() - started > 0.35)
-    retried = _post(client, "/v1/authorizations", body, "k6c")
-    record = gateway.gateway.records()["authorizations"][1]
+    retried = _post(sandbox_client, "/v1/authorizations", body, "k6c")
+    record = sandbox_gateway.gateway.records()["authorizations"][1]
     assert retried.status_code == 201
     assert retried.json() == {"id": record["id"], "status": "approved"}
 
 
 def test_cancel_after_authorize_voids_an_approval_and_leaves_a_decline(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
-    approved = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-7"), "auth-7")
-    declined = _post(client, "/v1/authorizations", _authorize("tok_decline", "pay-8"), "auth-8")
+    approved = _post(sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-7"), "auth-7")
+    declined = _post(
+        sandbox_client, "/v1/authorizations", _authorize("tok_decline", "pay-8"), "auth-8"
+    )
     cancels = [
-        _post(client, "/v1/authorizations/cancel", {"requestKey": k, "reference": r}, f"c-{k}")
+        _post(
+            sandbox_client, "/v1/authorizations/cancel", {"requestKey": k, "reference": r}, f"c-{k}"
+        )
         for k, r in [("auth-7", "pay-7"), ("auth-8", "pay-8")]
     ]
     assert [c.status_code for c in cancels] == [200, 200]
@@ -358,13 +355,13 @@ def test_cancel_after_authorize_voids_an_approval_and_leaves_a_decline(
     ]
     # The cancel request is idempotent under its own key.
     again = _post(
-        client,
+        sandbox_client,
         "/v1/authorizations/cancel",
         {"requestKey": "auth-7", "reference": "pay-7"},
         "c-auth-7",
     )
     assert again.json() == cancels[0].json()
-    records = gateway.gateway.records()
+    records = sandbox_gateway.gateway.records()
     assert [(a["reference"], a["status"], a["declineCode"]) for a in records["authorizations"]] == [
         ("pay-7", "voided", None),
         ("pay-8", "declined", "insufficient_funds"),
@@ -374,37 +371,43 @@ def test_cancel_after_authorize_voids_an_approval_and_leaves_a_decline(
         {"requestKey": "auth-8", "reference": "pay-8", "authorization": declined.json()["id"]},
     ]
     # The authorize request's stored answer is still its first one.
-    replay = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-7"), "auth-7")
+    replay = _post(sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-7"), "auth-7")
     assert replay.json() == approved.json()
-    no_key = _post(client, "/v1/authorizations/cancel", {"reference": "pay-7"}, "c-none")
+    no_key = _post(sandbox_client, "/v1/authorizations/cancel", {"reference": "pay-7"}, "c-none")
     assert no_key.status_code == 400
 
 
 def test_cancel_before_authorize_tombstones_the_key_and_the_late_authorize_is_declined(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
     cancel = {"requestKey": "auth-9", "reference": "pay-9"}
-    cancelled = _post(client, "/v1/authorizations/cancel", cancel, "c-9")
+    cancelled = _post(sandbox_client, "/v1/authorizations/cancel", cancel, "c-9")
     assert (cancelled.status_code, cancelled.json()) == (
         200,
         {"cancelled": True, "authorization": None},
     )
-    late = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-9", "cus_1"), "auth-9")
+    late = _post(
+        sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-9", "cus_1"), "auth-9"
+    )
     assert late.status_code == 201
     late_id = late.json()["id"]
     assert late.json() == {"id": late_id, "status": "declined", "declineCode": "cancelled"}
-    replay = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-9", "cus_1"), "auth-9")
+    replay = _post(
+        sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-9", "cus_1"), "auth-9"
+    )
     assert replay.json() == late.json()
     # A tombstoned key is declined even where the token would have been an outage.
     cancel_10 = {"requestKey": "auth-10", "reference": "pay-10"}
-    _post(client, "/v1/authorizations/cancel", cancel_10, "c-10")
-    outage = _post(client, "/v1/authorizations", _authorize("tok_unavailable", "pay-10"), "auth-10")
+    _post(sandbox_client, "/v1/authorizations/cancel", cancel_10, "c-10")
+    outage = _post(
+        sandbox_client, "/v1/authorizations", _authorize("tok_unavailable", "pay-10"), "auth-10"
+    )
     assert (outage.status_code, outage.json()["declineCode"]) == (201, "cancelled")
     # A second cancel finds the declined authorization and leaves it so.
-    second = _post(client, "/v1/authorizations/cancel", cancel, "c-9-again")
+    second = _post(sandbox_client, "/v1/authorizations/cancel", cancel, "c-9-again")
     assert second.json() == {"cancelled": True, "authorization": late_id}
 
-    records = gateway.gateway.records()
+    records = sandbox_gateway.gateway.records()
     assert records["cancellations"] == [
         {"requestKey": "auth-9", "reference": "pay-9", "authorization": None},
         {"requestKey": "auth-10", "reference": "pay-10", "authorization": None},
@@ -425,17 +428,17 @@ def test_cancel_before_authorize_tombstones_the_key_and_the_late_authorize_is_de
 
 
 def test_records_over_http_are_the_python_records_and_stats_keep_their_keys(
-    gateway: SandboxGatewayServer, client: httpx.Client
+    sandbox_gateway: SandboxGatewayServer, sandbox_client: httpx.Client
 ) -> None:
-    customer = _post(client, "/v1/customers", {"reference": "user-r"}, "c-r").json()["id"]
-    _post(client, f"/v1/customers/{customer}/payment-methods", {"token": "tok_r"}, "a-r")
-    _post(client, "/v1/authorizations", _authorize("tok_r", "pay-r", customer), "auth-r")
-    _post(client, "/v1/authorizations/cancel", {"requestKey": "x", "reference": "y"}, "c-x")
-    over_http = client.get("/v1/_sandbox/records")
+    customer = _post(sandbox_client, "/v1/customers", {"reference": "user-r"}, "c-r").json()["id"]
+    _post(sandbox_client, f"/v1/customers/{customer}/payment-methods", {"token": "tok_r"}, "a-r")
+    _post(sandbox_client, "/v1/authorizations", _authorize("tok_r", "pay-r", customer), "auth-r")
+    _post(sandbox_client, "/v1/authorizations/cancel", {"requestKey": "x", "reference": "y"}, "c-x")
+    over_http = sandbox_client.get("/v1/_sandbox/records")
     assert over_http.status_code == 200
-    assert over_http.json() == gateway.gateway.records()
+    assert over_http.json() == sandbox_gateway.gateway.records()
     assert over_http.json()["authorizations"][0]["customer"] == customer
-    stats = client.get("/v1/_sandbox/stats").json()
+    stats = sandbox_client.get("/v1/_sandbox/stats").json()
     assert {
         "authorizations": 1,
         "customers": 1,
@@ -452,17 +455,19 @@ def test_records_over_http_are_the_python_records_and_stats_keep_their_keys(
         "answersWaiting",
         "maxAnswersWaiting",
     } <= set(stats)
-    assert client.get("/v1/_sandbox/nothing").status_code == 404
+    assert sandbox_client.get("/v1/_sandbox/nothing").status_code == 404
 
 
 def test_a_new_server_on_the_same_port_serves_the_same_state() -> None:
     first = SandboxGatewayServer().start()
     port, url = first.port, first.url
     try:
-        with httpx.Client(base_url=first.url, timeout=5) as client:
-            stored = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-s"), "s1")
+        with httpx.Client(base_url=first.url, timeout=5) as sandbox_client:
+            stored = _post(
+                sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-s"), "s1"
+            )
             tomb = {"requestKey": "s3", "reference": "pay-t"}
-            _post(client, "/v1/authorizations/cancel", tomb, "c-s3")
+            _post(sandbox_client, "/v1/authorizations/cancel", tomb, "c-s3")
         in_flight_body = _authorize("tok_wait02000ms_s", "pay-f")
         pending = _send(port, "/v1/authorizations", in_flight_body, "s2")
         given_up_body = _authorize("tok_wait05000ms_g", "pay-g")
@@ -475,13 +480,17 @@ def test_a_new_server_on_the_same_port_serves_the_same_state() -> None:
     second = SandboxGatewayServer(port=port, gateway=first.gateway).start()
     try:
         assert second.url == url
-        with httpx.Client(base_url=second.url, timeout=5) as client:
-            replay = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-s"), "s1")
-            retried = _post(client, "/v1/authorizations", in_flight_body, "s2")
-            given_up = _post(client, "/v1/authorizations", given_up_body, "s4")
-            late = _post(client, "/v1/authorizations", _authorize("tok_ok", "pay-t"), "s3")
-            changed = _post(client, "/v1/authorizations", _authorize("tok_x", "pay-s"), "s1")
-            stats = client.get("/v1/_sandbox/stats").json()
+        with httpx.Client(base_url=second.url, timeout=5) as sandbox_client:
+            replay = _post(
+                sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-s"), "s1"
+            )
+            retried = _post(sandbox_client, "/v1/authorizations", in_flight_body, "s2")
+            given_up = _post(sandbox_client, "/v1/authorizations", given_up_body, "s4")
+            late = _post(sandbox_client, "/v1/authorizations", _authorize("tok_ok", "pay-t"), "s3")
+            changed = _post(
+                sandbox_client, "/v1/authorizations", _authorize("tok_x", "pay-s"), "s1"
+            )
+            stats = sandbox_client.get("/v1/_sandbox/stats").json()
         assert (replay.status_code, replay.json()) == (201, stored.json())
         # Their stored answers: the keys are not in flight any more.
         assert (retried.status_code, given_up.status_code) == (201, 201)
