@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.probes import http_get
 from bench.scaling.config import METRICS_POLL_SECONDS
 from tests.support.harness import WorkerProcess
 
@@ -26,10 +26,8 @@ class WorkerSample:
 
 def scrape_worker(port: int) -> WorkerSample | None:
     """Assignment, rebalances and processed commands from one worker's /metrics."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as answer:
-            text = answer.read().decode()
-    except OSError:
+    status, text = http_get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+    if status != 200:
         return None  # not serving yet, or gone
     values: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
