@@ -1,10 +1,11 @@
 """``payment-worker run``: the command worker or the payment view projection, in the
 foreground until a signal stops it.
 
-Each run checks its database first (the worker refuses an unmigrated schema), serves the
-build info, ``/metrics``, ``/healthz`` and ``/readyz`` on the metrics port, logs its start
-and stop, and runs its pipeline under the restart supervisor (``pipelines.restart_supervisor``),
-so an unavailable dependency delays the pipeline instead of ending the process.
+Each run first waits for its database (the worker then refuses an unmigrated schema, the
+projection creates its own tables when missing), serves the build info, ``/metrics``,
+``/healthz`` and ``/readyz`` on the metrics port, logs its start and stop, and runs its
+pipeline under the restart supervisor (``pipelines.restart_supervisor``), so an
+unavailable dependency delays the pipeline instead of ending the process.
 """
 
 from __future__ import annotations
