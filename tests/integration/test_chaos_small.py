@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.harness import REPOSITORY
 
 # Neither the shared stack (9092/9093/55432) nor `make chaos` (19092/19093/55433).
@@ -20,6 +22,8 @@ KAFKA_PORT, KAFKA_CONTROLLER_PORT, PG_PORT = 19192, 19193, 55434
 TIMEOUT_SECONDS = 600
 
 
+# pytest's own timeout (300 s by default) must not cut the run before the tool's.
+@pytest.mark.timeout(TIMEOUT_SECONDS + 60)
 def test_small_chaos_run_keeps_every_guarantee(tmp_path: Path) -> None:
     completed = subprocess.run(
         [
