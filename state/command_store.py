@@ -134,15 +134,8 @@ class CommandStore:
         named_payment_method_ids: Iterable[str] = (),
         named_payment_ids: Iterable[str] = (),
     ) -> KeyState:
-        """The state of one key as the next decision must see it.
-
-        ``named_payment_method_ids`` are ids the command wants to use; any of them that
-        belongs to another key is reported in ``taken_payment_method_ids``, and any that
-        is a removed method of this key's is added to its methods (both from one query).
-        ``named_payment_ids`` are payments the command names, loaded whoever owns them.
-        A command that names neither may be an erasure: this key's removed methods that
-        still hold a token or a billing name are added for it, if it has any.
-        """
+        """The state of one key as the next decision must see it, this checkpoint's
+        staged decisions included (``KeyStateReads.key_state`` says what it holds)."""
         return self._reads.key_state(
             self._staging, key, named_payment_method_ids, named_payment_ids
         )
