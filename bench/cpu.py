@@ -35,16 +35,17 @@ import pstats
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bench.workload import ISSUED_AT, generate_workload
 from domain.decisions import decide
-from domain.model import Decision, KeyState, Payment
+from domain.model import Decision, KeyState
 from domain.streams import stream_key
 from schemas.canonical import canonical_sha256
 from schemas.commands import COMMAND_TYPES, Command, named_payment_ids, named_payment_method_ids
 from schemas.decoding import DEFAULT_MAX_FUTURE_SKEW, decode_command
+from tests.support.fakes import MemoryStore
 
 # The worker's clock: after every issuedAt of the run, well inside the cards' validity.
 NOW = ISSUED_AT + timedelta(minutes=1)
@@ -80,34 +81,17 @@ class TypeFigures:
 
 def _replayed_samples(commands: int, users: int, seed: int) -> dict[str, list[Sample]]:
     """The workload decided in order, each command with the state it was decided on."""
-    streams: dict[str, KeyState] = {}
-    payments: dict[str, Payment] = {}
-    owners: dict[str, str] = {}
+    store = MemoryStore()
     by_type: dict[str, list[Sample]] = {name: [] for name in COMMAND_TYPES}
     for item in generate_workload(commands, users, seed):
         command = decode_command(item.value, item.key, now=NOW)
         key = stream_key(command)
         if key is None:
             continue
-        method_ids = named_payment_method_ids(command)
-        state = replace(
-            streams.get(key) or KeyState(key=key),
-            taken_payment_method_ids=frozenset(m for m in method_ids if owners.get(m, key) != key),
-            payments=tuple(payments[p] for p in named_payment_ids(command) if p in payments),
-        )
+        state = store.key_state(key, named_payment_method_ids(command), named_payment_ids(command))
         decision = decide(command, state, NOW)
         by_type[command.type].append(Sample(item.value, item.key, command, state, decision))
-        methods = {m.payment_method_id: m for m in state.methods}
-        for method in decision.changed_methods:
-            methods[method.payment_method_id] = method
-            owners[method.payment_method_id] = key
-        streams[key] = KeyState(
-            key=key,
-            last_sequence=decision.last_sequence,
-            methods=tuple(methods.values()),
-            gateway_customer_id=state.gateway_customer_id,
-        )
-        payments.update({p.payment_id: p for p in decision.changed_payments})
+        store.apply(key, decision)
     return by_type
 
 

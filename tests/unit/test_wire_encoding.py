@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.decisions import decide
-from domain.model import Decision, KeyState, Payment
+from domain.model import Decision, KeyState, Payment, apply_decision
 from schemas.commands import AddPaymentMethod
 from schemas.events import EventEnvelope, event_id
 from schemas.results import CommandResult
@@ -66,9 +66,7 @@ def test_every_event_and_result_of_a_sequence_is_written_as_before(
         state = states.get(spec[1]) or KeyState(spec[1])
         decision = decide(command, state, now)
         _assert_written_as_before(decision)
-        methods = {m.payment_method_id: m for m in state.methods}
-        methods.update({m.payment_method_id: m for m in decision.changed_methods})
-        states[spec[1]] = KeyState(state.key, decision.last_sequence, tuple(methods.values()))
+        states[spec[1]] = apply_decision(state, decision)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
