@@ -9,12 +9,11 @@ sandbox gateway, made in different ways:
   caller can save (the body encoded once, one ``httpx.Timeout``);
 * a bare ``urllib3.HTTPConnectionPool.urlopen``;
 * a bare ``http.client.HTTPConnection`` per thread: the floor of a pure-Python client;
-* ``pycurl``, when it is importable (not a dependency of the project: install it by hand
-  to compare);
+* bare ``pycurl`` handles, one per connection;
 * the full path of the worker, ``HttpGateway.authorize`` through ``ResilientHttp``
-  (rate limit, breaker, tenacity, metrics): over httpx as before, over the urllib3
-  ``PooledHttpClient`` that ``build_http_client`` returns now (final), and over a client
-  that sends nothing (what ``ResilientHttp`` itself costs).
+  (rate limit, breaker, tenacity, metrics): over httpx and over urllib3's pool as it was
+  built before, over the libcurl client that ``build_http_client`` returns now, and over a
+  client that sends nothing (what ``ResilientHttp`` itself costs).
 
 The gateway runs in a child process, so the figure is this process's CPU time
 (``time.process_time``, every thread of it) divided by the calls: with 1 thread, and with
@@ -28,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import importlib
 import itertools
 import json
 import queue
@@ -41,9 +39,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
 import httpx
+import pycurl
 import urllib3
 
 from clients.gateway import HttpGateway
@@ -178,7 +177,6 @@ def _http_client_per_thread(base_url: str, threads: int) -> Call:
 
 
 def _pycurl_handles(base_url: str, threads: int) -> Call:
-    pycurl: Any = importlib.import_module("pycurl")
     handles: queue.LifoQueue[Any] = queue.LifoQueue()
     for _ in range(threads):
         handle = pycurl.Curl()
@@ -238,6 +236,38 @@ class _HttpxClient:
         return HttpResponse(response.status_code, response.headers, response.content)
 
 
+class _Urllib3Client:
+    """``HttpClient`` over a urllib3 pool, as ``build_http_client`` built it before."""
+
+    def __init__(self, base_url: str, connections: int) -> None:
+        host, port = _host_port(base_url)
+        self._pool = urllib3.HTTPConnectionPool(
+            host, port, maxsize=connections, block=True, retries=False
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> HttpResponse:
+        answer = self._pool.urlopen(
+            method,
+            path,
+            body=body,
+            headers={"User-Agent": "payment-worker", **headers},
+            retries=False,
+            redirect=False,
+            timeout=timeout,
+            pool_timeout=cast("int", timeout),
+            preload_content=True,
+        )
+        return HttpResponse(answer.status, answer.headers, answer.data)
+
+
 class _NothingSent:
     """``HttpClient`` that answers at once without sending anything."""
 
@@ -293,7 +323,11 @@ OPTIONS = (
         _through_the_worker(lambda service, threads: _HttpxClient(service.base_url, threads)),
     ),
     Option(
-        "worker path: ResilientHttp over build_http_client (final)",
+        "worker path: ResilientHttp over urllib3's pool (before)",
+        _through_the_worker(lambda service, threads: _Urllib3Client(service.base_url, threads)),
+    ),
+    Option(
+        "worker path: ResilientHttp over build_http_client (libcurl)",
         _through_the_worker(
             lambda service, threads: build_http_client(service, max_connections=threads)
         ),
@@ -381,19 +415,10 @@ def measure(
     return statistics.median(_cpu_us_per_call(call, threads, calls, numbers) for _ in range(repeat))
 
 
-def _available(option: Option) -> bool:
-    if option.build is _pycurl_handles:
-        try:
-            importlib.import_module("pycurl")
-        except ImportError:
-            return False
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser("python -m bench.http_client_cost", description=__doc__)
     parser.add_argument("--calls", type=int, default=3000, help="calls per pass (default 3000)")
-    parser.add_argument("--threads", default="1,64", help="thread counts (default 1,64)")
+    parser.add_argument("--threads", default="1,64,256", help="thread counts (default 1,64,256)")
     parser.add_argument("--repeat", type=int, default=3, help="passes per figure (median)")
     parser.add_argument("--only", default="", help="options whose name contains this")
     args = parser.parse_args(argv)
@@ -401,8 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     numbers = itertools.count()
     print(
         f"Python {sys.version.split()[0]}, httpx {version('httpx')}, "
-        f"urllib3 {version('urllib3')}; µs of CPU per call (median of {args.repeat} "
-        f"passes of {args.calls} calls)"
+        f"urllib3 {version('urllib3')}, pycurl {version('pycurl')}; "
+        f"µs of CPU per call (median of {args.repeat} passes of {args.calls} calls)"
     )
     header = "".join(
         f"{f'{count} thread' + ('s' if count > 1 else ''):>14}" for count in thread_counts
@@ -411,9 +436,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with sandbox_gateway() as base_url:
         for option in OPTIONS:
             if args.only not in option.name:
-                continue
-            if not _available(option):
-                print(f"{option.name:60}{'not installed':>14}")
                 continue
             figures = [
                 measure(

@@ -15,41 +15,29 @@ service). What it puts together has a module each: the base URL and TLS policy
 call fails with, ``ServiceUnavailable`` (``clients.errors``), which the service clients
 import from here.
 
-The wire is urllib3's thread-safe connection pool (``PooledHttpClient``), not httpx: with 64
-threads calling one service, an httpx call cost about five times the CPU of a urllib3 call
-(much of it around httpcore's pool lock), and a call's CPU is most of what a command costs
-the worker (``python -m bench.http_client_cost`` measures both). ``ResilientHttp`` only
-needs ``HttpClient.send``; tests give it a scripted one.
+The wire is libcurl (``clients.curl_client``: why, with figures, is in its docstring).
+``ResilientHttp`` only needs ``HttpClient.send`` (``clients.wire``); tests give it a
+scripted one.
 """
 
 from __future__ import annotations
 
 import json as json_codec
 import logging
-import socket
-import ssl
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from dataclasses import dataclass
 
 import tenacity
-import urllib3
 from prometheus_client import Counter
-from urllib3.exceptions import (
-    EmptyPoolError,
-    HTTPError,
-    LocationValueError,
-    NewConnectionError,
-)
-from urllib3.exceptions import SSLError as Urllib3SSLError
-from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
-from clients.auth import CredentialsUnavailable, TokenSource, build_auth
+from clients.auth import CredentialsUnavailable, build_auth
 from clients.circuit_breaker import CircuitBreaker, CircuitOpen
+from clients.curl_client import USER_AGENT, CurlHttpClient
 from clients.endpoint_policy import checked_base_url, tls_context
 from clients.errors import ServiceUnavailable
 from clients.rate_limit import Throttle, parse_retry_after
+from clients.wire import HttpClient, HttpResponse, NoFreeConnection, TransportFailure
 from config.settings import HttpServiceSettings
 from telemetry.metrics import (
     HTTP_ATTEMPTS,
@@ -58,8 +46,8 @@ from telemetry.metrics import (
     RATE_LIMIT_WAITS,
 )
 
-# What the service clients, the wiring and the benchmarks import from here;
-# ``ServiceUnavailable`` is defined in ``clients.errors``, for the circuit breaker.
+# What the service clients, the wiring and the benchmarks import from here; the wire's
+# types are defined in ``clients.wire``, ``ServiceUnavailable`` in ``clients.errors``.
 __all__ = [
     "BACKOFF_FIRST_SECONDS",
     "BACKOFF_MAX_SECONDS",
@@ -67,16 +55,15 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "UNAUTHORIZED_STATUSES",
     "USER_AGENT",
+    "CurlHttpClient",
     "HttpClient",
     "HttpResponse",
     "NoFreeConnection",
-    "PooledHttpClient",
     "ResilientHttp",
     "ServiceUnavailable",
     "TransportFailure",
     "build_http_client",
     "encode_json",
-    "quiet_http_library_logs",
 ]
 
 _log = logging.getLogger(__name__)
@@ -98,205 +85,34 @@ _MIN_ATTEMPT_SECONDS = 0.05
 # threads share needs one connection per call that may run at once, or the extra calls
 # queue for a free connection within their timeout.
 DEFAULT_MAX_CONNECTIONS = 100
-# Sent with every request, so that the service's logs say who called.
-USER_AGENT = "payment-worker"
-
-
-# --- The wire: one request, one whole answer ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """One answer, read whole (the services' answers are small JSON documents).
-
-    ``headers`` is case-insensitive. Neither the body nor the headers are in ``repr()``: a
-    profile is personal data, and must not reach a log line through a traceback.
-    """
-
-    status_code: int
-    headers: Mapping[str, str] = field(repr=False)
-    content: bytes = field(repr=False)
-
-    def json(self) -> Any:
-        """The body as JSON; a ``ValueError`` if it is not JSON."""
-        return json_codec.loads(self.content)
-
-
-class TransportFailure(Exception):
-    """An attempt got no answer; ``reason`` says why, as a fixed code safe in a log line:
-    ``timeout``, ``connect_error``, ``tls_error`` or ``transport_error``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class NoFreeConnection(TransportFailure):
-    """Every connection of our own pool stayed busy for the attempt's timeout: nothing was
-    sent, so this says nothing of the service."""
-
-    def __init__(self) -> None:
-        super().__init__("pool_timeout")
-
-
-class HttpClient(Protocol):
-    """What ``ResilientHttp`` needs of the wire: one attempt, no retries of its own.
-
-    ``send`` raises ``TransportFailure`` (``NoFreeConnection`` when nothing was sent) when no
-    answer came, and ``CredentialsUnavailable`` when the credentials cannot be read; any
-    status is an answer. ``timeout`` bounds each socket operation and the wait for a free
-    connection.
-    """
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-    ) -> HttpResponse: ...
-
-
-class PooledHttpClient:
-    """Requests to one service through a urllib3 connection pool; shared by every thread.
-
-    Built by ``build_http_client``, which checks the address, TLS and credentials first. The
-    pool never reads the environment (no proxy, CA bundle or .netrc can change where requests
-    go or whom they trust), follows no redirect and retries nothing: ``ResilientHttp`` does
-    the retrying, within its budget. The credential is asked for on every request, so a
-    rotated one is used from the next request on.
-    """
-
-    def __init__(
-        self,
-        pool: urllib3.HTTPConnectionPool,
-        *,
-        path_prefix: str = "",
-        auth: TokenSource | None = None,
-    ) -> None:
-        self._pool = pool
-        self._prefix = path_prefix.rstrip("/")
-        self._auth = auth
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None,
-        headers: Mapping[str, str],
-        timeout: float,
-    ) -> HttpResponse:
-        sent = {"User-Agent": USER_AGENT, **headers}
-        if self._auth is not None:
-            sent["Authorization"] = f"Bearer {self._auth.token()}"
-        try:
-            answer = self._pool.urlopen(
-                method,
-                self._prefix + path,
-                body=body,
-                headers=sent,
-                retries=False,
-                redirect=False,
-                timeout=timeout,
-                # Seconds, as a float: urllib3 hands it to queue.get (its hint says int).
-                pool_timeout=cast("int", timeout),
-                preload_content=True,
-            )
-        except EmptyPoolError:
-            raise NoFreeConnection() from None
-        except LocationValueError:
-            raise  # a path that is no path: our bug, not the service's failure
-        except (HTTPError, OSError) as error:
-            raise TransportFailure(_failure_reason(error)) from error
-        return HttpResponse(answer.status, answer.headers, answer.data)
-
-    def close(self) -> None:
-        """Close every connection; a later request fails (``transport_error``)."""
-        self._pool.close()
-
-
-def _caused_by(error: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
-    """True if ``error`` or what it wraps (a cause, a context, an argument) is one of
-    ``kinds``: urllib3 wraps a socket's own errors in its ``ProtocolError``."""
-    pending: list[BaseException] = [error]
-    for _ in range(8):
-        if not pending:
-            return False
-        seen = pending.pop()
-        if isinstance(seen, kinds):
-            return True
-        pending.extend(
-            wrapped
-            for wrapped in (seen.__cause__, seen.__context__, *seen.args)
-            if isinstance(wrapped, BaseException)
-        )
-    return False
-
-
-def _failure_reason(error: BaseException) -> str:
-    # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
-    if isinstance(error, NewConnectionError):
-        return "connect_error"
-    if isinstance(error, Urllib3TimeoutError) or _caused_by(error, (socket.timeout,)):
-        return "timeout"
-    if isinstance(error, Urllib3SSLError) or _caused_by(error, (ssl.SSLError,)):
-        return "tls_error"
-    if _caused_by(error, (ConnectionRefusedError,)):
-        return "connect_error"
-    return "transport_error"
 
 
 # --- Building the client -------------------------------------------------------------------
 
 
-def quiet_http_library_logs() -> None:
-    """Keep urllib3 below WARNING: at DEBUG it logs every request's path, and the User
-    Service path holds a user id, which must never reach a log line."""
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
 def build_http_client(
     service: HttpServiceSettings, *, max_connections: int = DEFAULT_MAX_CONNECTIONS
-) -> PooledHttpClient:
-    """A ``PooledHttpClient`` for one service, or a ``ValueError`` naming what is wrong.
+) -> CurlHttpClient:
+    """A client for one service, or a ``ValueError`` naming what is wrong.
 
     Everything that can be checked is checked here, at start-up, rather than on the first
-    command that needs the service: the URL scheme, the TLS files and the credentials.
+    command that needs the service: the URL scheme, the TLS files (loaded once) and the
+    credentials.
 
     The client is shared by every thread that calls the service. ``max_connections`` is
     how many calls may be in flight at once: pass the number of calls that may run
     concurrently (``settings.gateway_max_in_flight``). Beyond it a call waits for a free
-    connection, and a wait longer than its timeout fails it (``pool_timeout``). As many
-    connections are kept alive between calls, so a burst does not close and reopen (with a
+    connection, and a wait longer than its timeout fails it (``pool_timeout``). Each
+    connection is kept alive between calls, so a burst does not close and reopen (with a
     TLS handshake each) most of its connections.
     """
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1 (got {max_connections})")
-    quiet_http_library_logs()
     url = checked_base_url(service)
-    context = tls_context(service)
-    auth = build_auth(service)
-    timeout = urllib3.Timeout(service.timeout_seconds)
-    pool: urllib3.HTTPConnectionPool
-    # block=True: never more than max_connections connections; maxsize as many kept alive.
     if url.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            url.host,
-            url.port,
-            timeout=timeout,
-            maxsize=max_connections,
-            block=True,
-            retries=False,
-            ssl_context=context,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(
-            url.host, url.port, timeout=timeout, maxsize=max_connections, block=True, retries=False
-        )
-    return PooledHttpClient(pool, path_prefix=url.path, auth=auth)
+        tls_context(service)  # the CA bundle and the client certificate load, or fail now
+    auth = build_auth(service)
+    return CurlHttpClient(url, service, max_connections=max_connections, auth=auth)
 
 
 # --- Retries within a budget ---------------------------------------------------------------
@@ -367,7 +183,6 @@ class ResilientHttp:
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        quiet_http_library_logs()
         self.client = client
         self.name = name
         self.breaker = CircuitBreaker(
