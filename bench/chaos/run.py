@@ -281,6 +281,11 @@ class ChaosRun:
             )
             delivered, failed = self._produce(tools, messages, log)
             faults.join()
+            if injector.error is not None:
+                # A fault that could not be injected may have left the broker or the
+                # database down: nothing after it would be a test of the worker.
+                print(f"verdict: FAIL (a fault could not be injected: {injector.error})")
+                return 1
             injector.watch_workers()
             drained = self._drain(tools, log, injector)
             running = Running(settings, tools, engine, pool, gateway, user_service, injector, log)
