@@ -284,8 +284,8 @@ class ChaosRun:
             if injector.error is not None:
                 # A fault that could not be injected may have left the broker or the
                 # database down: nothing after it would be a test of the worker.
-                print(f"verdict: FAIL (a fault could not be injected: {injector.error})")
-                return 1
+                print(f"the run could not be carried out: a fault failed ({injector.error})")
+                return 2
             injector.watch_workers()
             drained = self._drain(tools, log, injector)
             running = Running(settings, tools, engine, pool, gateway, user_service, injector, log)
