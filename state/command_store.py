@@ -152,15 +152,10 @@ class CommandStore:
         payment_method_ids: Iterable[str] = (),
         payment_ids: Iterable[str] = (),
     ) -> None:
-        """Read what a batch's decisions need, one query each: the inbox rows of its
-        command ids, the state of its keys that are not cached, and the payment methods
-        and payments its commands name (to tell whose they are).
-
-        Afterwards ``processed_command`` answers for these ids without a query (also for
-        an id used long ago or under another key), and ``key_state`` looks the named
-        ids up here. What the batch itself changes is staged and wins over these rows;
-        what another worker changes meanwhile fails the fenced write (module docstring).
-        """
+        """Read ahead what a batch's decisions need (``KeyStateReads.prefetch``), so that
+        ``processed_command`` and ``key_state`` answer from it. What the batch itself
+        changes is staged and wins over these rows; what another worker changes meanwhile
+        fails the fenced write (module docstring)."""
         self._reads.prefetch(keys, command_ids, payment_method_ids, payment_ids)
 
     # --- writes ------------------------------------------------------------------------
