@@ -81,7 +81,7 @@ class CurlHttpClient:
         max_connections: int,
         auth: TokenSource | None = None,
     ) -> None:
-        self._base = f"{url.scheme}://{_host_for_url(url.host)}:{url.port}{url.path.rstrip('/')}"
+        self._url = url
         self._auth = auth
         self._closed = threading.Event()
         self._free: queue.LifoQueue[pycurl.Curl] = queue.LifoQueue(max_connections)
@@ -114,7 +114,7 @@ class CurlHttpClient:
             return _perform(
                 handle,
                 method=method,
-                url=self._base + path,
+                url=self._url.below(path),
                 body=body,
                 headers=sent,
                 timeout=timeout,
@@ -129,10 +129,6 @@ class CurlHttpClient:
             handle.close()
 
 
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _handle(scheme: str, service: HttpServiceSettings) -> pycurl.Curl:
     handle = pycurl.Curl()
     handle.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: we run in many threads
@@ -140,7 +136,6 @@ def _handle(scheme: str, service: HttpServiceSettings) -> pycurl.Curl:
     handle.setopt(pycurl.NETRC, pycurl.NETRC_IGNORED)
     handle.setopt(pycurl.FOLLOWLOCATION, 0)
     handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-    handle.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTPS)
     if scheme == "https":
         handle.setopt(pycurl.SSL_VERIFYPEER, 1)
         handle.setopt(pycurl.SSL_VERIFYHOST, 2)
@@ -190,10 +185,6 @@ def _perform(
     except pycurl.error as error:
         code = error.args[0] if error.args and isinstance(error.args[0], int) else -1
         raise TransportFailure(failure_reason(code)) from error
-    finally:
-        # The handle outlives this call: drop what refers to it.
-        handle.setopt(pycurl.WRITEHEADER, _DISCARD)
-        handle.setopt(pycurl.WRITEDATA, _DISCARD)
     status = handle.getinfo(pycurl.RESPONSE_CODE)
     return HttpResponse(status, RawHeaders(head.getvalue()), content.getvalue())
 
@@ -228,11 +219,3 @@ class RawHeaders(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._headers())
-
-
-class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-_DISCARD = _Discard()

@@ -37,9 +37,14 @@ class BaseUrl:
     """Where a service is: ``scheme://host[:port]path``; ``port`` None for the scheme's."""
 
     scheme: str
-    host: str
+    host: str  # an IPv6 address keeps its brackets
     port: int | None
     path: str
+
+    def below(self, path: str) -> str:
+        """The URL of ``path`` (quoted, starting with ``/``) below this base."""
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.scheme}://{self.host}{port}{self.path.rstrip('/')}{path}"
 
 
 def checked_base_url(service: HttpServiceSettings) -> BaseUrl:

@@ -7,6 +7,8 @@ import pycurl
 import pytest
 
 from clients.curl_client import RawHeaders, failure_reason
+from clients.endpoint_policy import checked_base_url
+from config.settings import UserServiceSettings
 
 
 @pytest.mark.parametrize(
@@ -41,3 +43,27 @@ def test_headers_are_case_insensitive_and_only_the_final_answers() -> None:
     assert headers.get("X-Interim") is None  # the 1xx answer's headers are not the answer's
     assert headers["Set-Cookie"] == "a=1, b=2"
     assert len(headers) == 3
+
+
+@pytest.mark.parametrize(
+    ("base_url", "path", "url"),
+    [
+        # The scheme's own port: none in the URL (a production address, usually).
+        (
+            "https://user-service.internal",
+            "/v1/users/u/profile",
+            "https://user-service.internal/v1/users/u/profile",
+        ),
+        (
+            "https://gw.example:8443/api/",
+            "/v1/authorizations",
+            "https://gw.example:8443/api/v1/authorizations",
+        ),
+        ("http://[::1]:8080", "/v1/x", "http://[::1]:8080/v1/x"),
+    ],
+)
+def test_a_request_goes_below_the_base_url_as_configured(
+    base_url: str, path: str, url: str
+) -> None:
+    service = UserServiceSettings(base_url=base_url, allow_plain_http_on_loopback=True)
+    assert checked_base_url(service).below(path) == url
