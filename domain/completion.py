@@ -98,9 +98,6 @@ class Completion:
         self._gateway = gateway
         self._profiles = profiles
 
-    def needed(self, command: Command, decision: Decision) -> bool:
-        return needs_gateway(command, decision)
-
     def complete(
         self, command: Command, state: KeyState, decision: Decision, now: datetime
     ) -> Decision:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-from domain.completion import Completion
+from domain.completion import Completion, needs_gateway
 from domain.decisions import decide
 from domain.errors import TransientError
 from domain.model import Decision, KeyState
@@ -171,7 +171,7 @@ class CommandProcessor:
                 if stored is not None:
                     return self._redelivered(message, command, digest, stored)
             work = GatewayWork(admitted, digest, state, decision, now)
-            if self._completion.needed(command, decision):
+            if needs_gateway(command, decision):
                 return work
             return self.finish(work, decision)
         except TransientError:

@@ -8,13 +8,11 @@ and the worker processed every command); its timings are never asserted.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
-from tests.support.harness import REPOSITORY
+from tests.support.harness import run_tool
 
 SMOKE_TIMEOUT_SECONDS = 300
 
@@ -28,28 +26,9 @@ def _number(report: dict[str, Any], *path: str) -> float:
 
 
 def _run_smoke(output: Path) -> str:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench", "--smoke", "--output", str(output)],
-        cwd=REPOSITORY,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=SMOKE_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        # SIGTERM lets the tool stop its workers and sandboxes and drop its topics and
-        # schemas (its children also get SIGTERM should it die:
-        # tests.support.harness.exit_with_parent).
-        process.terminate()
-        stdout, stderr = process.communicate(timeout=60)
-        raise AssertionError("the smoke run did not finish:\n" + stdout[-4000:]) from None
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, stdout[-4000:] + stderr[-4000:]
-    return stdout
+    run = run_tool("bench", ["--smoke", "--output", str(output)], SMOKE_TIMEOUT_SECONDS)
+    assert run.returncode == 0, run.tail()
+    return run.stdout
 
 
 def _check_worker_run(run: dict[str, Any], name: str) -> None:

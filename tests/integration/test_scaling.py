@@ -9,15 +9,13 @@ printed, never asserted (timings on a shared machine are noise).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from config.settings import Settings
-from tests.support.harness import REPOSITORY
+from tests.support.harness import run_tool
 
 PARTITIONS = 12
 # Small enough for about a minute, and a rate one worker sustains on a busy machine.
@@ -35,50 +33,18 @@ OPTIONS = {
 TIMEOUT_SECONDS = 240
 
 
-def _run_scaling_proof(log_dir: Path, report_path: Path) -> tuple[int, str]:
-    """``python -m bench.scaling`` with ``OPTIONS``: its exit code and its output."""
-    options = [str(part) for option in OPTIONS.items() for part in option]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.scaling",
-            *options,
-            "--log-dir",
-            str(log_dir),
-            "--json",
-            str(report_path),
-        ],
-        cwd=REPOSITORY,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        # SIGTERM lets the tool stop its workers and drop its topics and schema (its
-        # workers also get SIGTERM should it die: tests.support.harness.exit_with_parent).
-        process.terminate()
-        stdout, stderr = process.communicate(timeout=60)
-        raise AssertionError(
-            f"the scaling proof did not finish in {TIMEOUT_SECONDS} s:\n"
-            + stdout[-4000:]
-            + stderr[-4000:]
-        ) from None
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return process.returncode, stdout[-6000:] + stderr[-3000:]
-
-
 @pytest.mark.timeout(TIMEOUT_SECONDS + 90)
 def test_scaling_one_to_three_workers_and_back_loses_and_duplicates_nothing(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
     report_path = tmp_path / "scaling.json"
-    returncode, output = _run_scaling_proof(tmp_path, report_path)
+    options = [str(part) for option in OPTIONS.items() for part in option]
+    run = run_tool(
+        "bench.scaling",
+        [*options, "--log-dir", str(tmp_path), "--json", str(report_path)],
+        TIMEOUT_SECONDS,
+    )
+    returncode, output = run.returncode, run.tail()
     print(output)
     assert report_path.exists(), output
     report: dict[str, Any] = json.loads(report_path.read_text())

@@ -50,6 +50,47 @@ def exit_with_parent(command: Sequence[str]) -> list[str]:
     return [sys.executable, "-S", "-c", _EXIT_WITH_PARENT, str(os.getpid()), *command]
 
 
+@dataclass(frozen=True)
+class ToolRun:
+    """How a tool of ``bench/`` ended: its exit status and its whole output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def tail(self) -> str:
+        """The end of both outputs, for an assertion message."""
+        return self.stdout[-6000:] + self.stderr[-3000:]
+
+
+def run_tool(module: str, arguments: Sequence[str], timeout: float) -> ToolRun:
+    """``python -m module arguments`` from the repository (tests run the tools as
+    processes: they never import ``bench``). Past ``timeout`` the tool gets SIGTERM, so it
+    stops its workers and drops its topics and schemas (its children also get SIGTERM
+    should it die: ``exit_with_parent``), and the test fails with its output."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *arguments],
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=60)
+        raise AssertionError(
+            f"python -m {module} did not finish in {timeout} s:\n"
+            + ToolRun(process.returncode, stdout, stderr).tail()
+        ) from None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return ToolRun(process.returncode, stdout, stderr)
+
+
 def settings_environment(settings: Settings) -> dict[str, str]:
     """The ``PAYMENT_WORKER_*`` variables that reproduce ``settings`` in a child process."""
     environment: dict[str, str] = {}
