@@ -2,6 +2,7 @@
 # payment-worker: the Payment Service's headless Kafka worker.
 #
 #   docker build -t payment-worker --build-arg PAYMENT_WORKER_BUILD_COMMIT="$(git rev-parse --short=12 HEAD)" .
+#   scripts/local-images worker                        # the same, where no image registry answers
 #   docker run --rm payment-worker db upgrade          # once per deploy, before the workers
 #   docker run --rm payment-worker topics create       # once per cluster
 #   docker run -d -p 9108:9108 payment-worker          # the worker (run worker)
@@ -11,13 +12,31 @@
 # tests/unit/test_container.py checks this file against pyproject.toml and the code;
 # scripts/lint-dockerfile lints it.
 
+# The base of both stages: the public Python image by default. A machine that reaches no
+# image registry builds on a local one (scripts/local-images worker passes
+# payment-worker-local/python:3.11-bookworm, Debian's Python 3.11).
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+# Ready-made wheels, for a build with no network: an image holding /wheels/*.whl (the
+# dependencies and the build backend), with --build-arg PIP_NO_INDEX=1. By default an empty
+# folder, and pip takes everything from PyPI.
+ARG WHEELS=no-wheels
+
+FROM ${BASE_IMAGE} AS no-wheels
+RUN mkdir /wheels
+
+FROM ${WHEELS} AS wheels
+
 # --- builder: build the wheel and install it with its dependencies into a venv ---------
-FROM python:3.11-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
+# PIP_NO_INDEX=1: install from /wheels only (see WHEELS above).
+ARG PIP_NO_INDEX=0
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_FIND_LINKS=/wheels
 
-RUN python -m venv /opt/venv
+COPY --from=wheels /wheels /wheels
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 # The packages of pyproject.toml's [tool.setuptools] packages, and nothing else.
 COPY pyproject.toml README.md ./
@@ -31,11 +50,11 @@ COPY sandbox ./sandbox
 COPY telemetry ./telemetry
 # pip compiles the modules as it installs them: with a read-only root file system the
 # worker could not write the bytecode at start-up.
-RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install /wheels/*.whl
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /src/dist . \
+ && /opt/venv/bin/pip install /src/dist/*.whl
 
 # --- runtime: the venv only, no compilers, no sources, not root -----------------------
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid worker --no-create-home \

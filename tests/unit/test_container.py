@@ -73,14 +73,28 @@ def _instructions(text: str) -> Iterator[tuple[str, str]]:
     assert not pending, "the Dockerfile ends inside a continuation line"
 
 
+def _global_arguments() -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults: what FROM lines may name."""
+    defaults: dict[str, str] = {}
+    for keyword, arguments in _instructions(DOCKERFILE.read_text(encoding="utf-8")):
+        if keyword == "FROM":
+            break
+        assert keyword == "ARG", f"{keyword} before the first FROM"
+        name, _, default = arguments.partition("=")
+        defaults[name] = default
+    return defaults
+
+
 def _stages() -> list[Stage]:
+    """The stages, each FROM resolved with the global ARGs' defaults (what users build)."""
+    defaults = _global_arguments()
     stages: list[Stage] = []
     for keyword, arguments in _instructions(DOCKERFILE.read_text(encoding="utf-8")):
         if keyword == "FROM":
             base, _, name = arguments.partition(" AS ")
-            stages.append(Stage(base.strip(), name.strip() or None))
-        else:
-            assert stages, f"{keyword} before the first FROM"
+            resolved = re.sub(r"\$\{(\w+)\}", lambda match: defaults[match[1]], base.strip())
+            stages.append(Stage(resolved, name.strip() or None))
+        elif stages:
             stages[-1].instructions.append((keyword, arguments))
     return stages
 
@@ -129,8 +143,11 @@ def _console_scripts() -> dict[str, str]:
 
 
 def _copied_sources(stage: Stage) -> set[str]:
+    """What the stage copies from the build context (not from other stages)."""
     sources: set[str] = set()
     for arguments in stage.arguments("COPY"):
+        if arguments.startswith("--from="):
+            continue
         words = [word for word in arguments.split() if not word.startswith("--")]
         sources.update(word.rstrip("/") for word in words[:-1])
     return sources
@@ -158,16 +175,26 @@ def test_the_build_context_lets_in_what_the_builder_copies() -> None:
     assert allowed == _copied_sources(_builder())
 
 
-def test_both_stages_share_one_pinned_slim_base() -> None:
+def test_builder_and_runtime_share_one_exactly_pinned_slim_base_by_default() -> None:
     # The venv's interpreter is a symlink to the base image's Python: it must be there.
-    stages = _stages()
-    assert [stage.name for stage in stages] == ["builder", None]
-    bases = {stage.base for stage in stages}
+    stages = {stage.name: stage for stage in _stages()}
+    assert list(stages) == ["no-wheels", "wheels", "builder", None]
+    bases = {stages[name].base for name in ("no-wheels", "builder", None)}
     assert len(bases) == 1
     (base,) = bases
     image, _, tag = base.partition(":")
     assert image == "python"
-    assert tag.startswith("3.11-slim"), "python:3.11-slim carries no compiler"
+    assert re.fullmatch(r"3\.11\.\d+-slim-bookworm", tag), (
+        "an exact Python release; slim carries no compiler"
+    )
+
+
+def test_by_default_the_builder_takes_its_wheels_from_pypi_not_from_a_wheels_image() -> None:
+    stages = {stage.name: stage for stage in _stages()}
+    assert stages["wheels"].base == "no-wheels", "the empty /wheels folder by default"
+    assert stages["no-wheels"].arguments("COPY") == []
+    assert "PIP_NO_INDEX=0" in _builder().arguments("ARG"), "PyPI is used unless told not to"
+    assert "--from=wheels /wheels /wheels" in _builder().arguments("COPY")
 
 
 def test_the_runtime_stage_copies_only_the_venv_and_installs_nothing() -> None:
