@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install stack-up stack-down lint unit integration bench bench-memory chaos chaos-small scale-proof clean
+.PHONY: run test test-containers install stack-up stack-down lint unit integration bench bench-memory chaos chaos-small scale-proof clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "payment-worker needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -47,6 +47,12 @@ integration: install stack-up
 
 test: install stack-up lint
 	$(BIN)/pytest
+
+# The image built and run, the compose system up and down, and the end-to-end,
+# crash-recovery and projection tests on test containers (docs/testing.md). Needs the
+# stack's ports free: it stops the stack first.
+test-containers: install stack-down
+	scripts/test-containers run
 
 # The proofs of docs/performance.md and docs/reliability.md (long; CI runs small versions).
 # make bench: baselines A (raw confluent-kafka), B (quixstreams), C (PostgreSQL bulk) and the

@@ -10,6 +10,7 @@ to the worker or projection listening there.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,6 +28,8 @@ from pipelines.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+LOCAL_OVERRIDE = ROOT / "deploy" / "compose" / "local-images.yml"
+LOCAL_RECIPES = ROOT / "deploy" / "local-images"
 LOCAL_IMAGE = "payment-worker:local"
 PROFILE = "worker"
 # The services a `--profile worker up` must start, beside kafka and postgres.
@@ -300,10 +303,21 @@ def test_every_image_is_pinned() -> None:
         assert "/" not in tag, f"{name}: {image} has no tag"
         assert tag != "latest", f"{name}: {image}"
         if image != LOCAL_IMAGE:
-            assert any(character.isdigit() for character in tag), f"{name}: {image}"
+            # A release (4.1.1, v3.5.0, PostgreSQL's 16.11), not a line such as postgres:16.
+            assert re.match(r"v?\d+(\.\d+)+(-|$)", tag), f"{name}: {image} is not exact"
 
 
 # --- Prometheus ----------------------------------------------------------------------
+
+
+def _prometheus_targets() -> list[str]:
+    _, config = _prometheus_config()
+    return [
+        target
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
+    ]
 
 
 def test_prometheus_scrapes_every_worker_and_the_projection_at_its_metrics_port(
@@ -353,3 +367,72 @@ def test_promtool_accepts_the_compose_config() -> None:
         [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the override for machines without a registry (deploy/compose/local-images.yml) --------
+
+
+class _ResetLoader(yaml.SafeLoader):
+    """Reads compose's `!reset` tag (clear the value of the file below) as None."""
+
+
+_ResetLoader.add_constructor("!reset", lambda loader, node: None)
+
+
+def _override() -> dict[str, Service]:
+    text = LOCAL_OVERRIDE.read_text(encoding="utf-8")
+    services: dict[str, Service] = yaml.load(text, Loader=_ResetLoader)["services"]  # noqa: S506
+    return services
+
+
+def test_the_override_puts_every_service_on_the_host_network_with_nothing_published() -> None:
+    override = _override()
+    assert set(override) == set(_services()), "every service, or one would be on a bridge"
+    for name, service in override.items():
+        assert service["network_mode"] == "host", name
+        assert service.get("ports", None) is None, f"{name}: ports mean nothing on the host"
+        assert service["pull_policy"] == "never", f"{name}: no registry to pull from"
+
+
+def test_the_override_resolves_every_service_name_the_system_uses_as_a_host() -> None:
+    services = _services()
+    hosts = {urlsplit(f"//{target}").hostname for target in _prometheus_targets()}
+    kafka = _environment(services["kafka"])
+    hosts |= {
+        urlsplit(listener).hostname for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    }
+    for service in _payment_worker_services().values():
+        environment = _environment(service)
+        if "PAYMENT_WORKER_DATABASE_URL" in environment:
+            hosts.add(make_url(environment["PAYMENT_WORKER_DATABASE_URL"]).host)
+    for name, service in _override().items():
+        resolved = dict(entry.split(":", 1) for entry in service["extra_hosts"])
+        missing = {host for host in hosts if host in services and host not in resolved}
+        assert not missing, f"{name}: {missing} would not resolve on the host network"
+        assert set(resolved.values()) == {"127.0.0.1"}, name
+
+
+def test_the_override_swaps_each_public_image_for_a_local_stand_in_with_a_recipe() -> None:
+    for name, service in _override().items():
+        base_image = _services()[name]["image"]
+        image = service.get("image", base_image)
+        if base_image == LOCAL_IMAGE:
+            assert image == LOCAL_IMAGE, f"{name}: the worker's own image, built locally"
+            continue
+        repository, _, _ = image.partition(":")
+        assert repository.startswith("payment-worker-local/"), f"{name}: {image}"
+        recipe = LOCAL_RECIPES / repository.removeprefix("payment-worker-local/") / "Dockerfile"
+        assert recipe.is_file(), f"{name}: {image} has no recipe in deploy/local-images"
+        assert image in (ROOT / "scripts" / "local-images").read_text(encoding="utf-8")
+
+
+def test_the_override_moves_postgres_and_every_database_url_to_one_port() -> None:
+    override = _override()
+    command = override["postgres"]["command"]
+    port = int(_option(command, "-p"))
+    assert str(port) in " ".join(override["postgres"]["healthcheck"]["test"])
+    for name, service in _payment_worker_services().items():
+        if "PAYMENT_WORKER_DATABASE_URL" not in _environment(service):
+            continue
+        url = make_url(override[name]["environment"]["PAYMENT_WORKER_DATABASE_URL"])
+        assert (url.host, url.port) == ("postgres", port), name
