@@ -414,8 +414,8 @@ def test_the_override_resolves_every_service_name_the_system_uses_as_a_host() ->
 
 def test_the_override_swaps_each_public_image_for_a_local_stand_in_with_a_recipe() -> None:
     for name, service in _override().items():
-        base_image = _services()[name]["image"]
-        image = service.get("image", base_image)
+        base_image = str(_services()[name]["image"])
+        image = str(service.get("image", base_image))
         if base_image == LOCAL_IMAGE:
             assert image == LOCAL_IMAGE, f"{name}: the worker's own image, built locally"
             continue
