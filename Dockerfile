@@ -50,8 +50,11 @@ COPY sandbox ./sandbox
 COPY telemetry ./telemetry
 # pip compiles the modules as it installs them: with a read-only root file system the
 # worker could not write the bytecode at start-up.
+# Then pip and setuptools leave the venv: the worker needs neither, and a runtime that
+# cannot install packages is one thing less to harden.
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /src/dist . \
- && /opt/venv/bin/pip install /src/dist/*.whl
+ && /opt/venv/bin/pip install /src/dist/*.whl \
+ && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools wheel
 
 # --- runtime: the venv only, no compilers, no sources, not root -----------------------
 FROM ${BASE_IMAGE}

@@ -126,3 +126,11 @@ def test_the_image_runs_the_worker_end_to_end_and_stops_on_sigterm(
         assert stopped_after < SHUTDOWN_BOUND_SECONDS, f"stopped after {stopped_after:.1f} s"
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def test_the_image_runs_as_its_non_root_user_and_cannot_install_packages(image: str) -> None:
+    probe = "import importlib.util as u, os; print(os.getuid(), os.getgid(), u.find_spec('pip'))"
+    output = _docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe
+    )
+    assert output.split() == ["10001", "10001", "None"]
