@@ -1,11 +1,15 @@
-"""Fixtures for tests against the running stack: a real Kafka broker and PostgreSQL.
+"""Fixtures for tests against a real Kafka broker and PostgreSQL.
 
+By default those of the running stack (start it with ``scripts/stack up``; ``make test``
+does); with ``--services=containers`` (or ``PAYMENT_WORKER_TEST_SERVICES=containers``) a
+Kafka and a PostgreSQL container of the session's own (tests/support/containers.py).
 Every test gets its own topics, consumer group and Postgres schema, so tests never see
-each other's data. Start the stack with ``scripts/stack up`` (``make test`` does).
+each other's data.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -22,7 +26,24 @@ from pipelines.topics import create_topics
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 from state.database import create_database_engine, upgrade_schema
+from tests.support.containers import (
+    SERVICES_VARIABLE,
+    ContainerSettings,
+    ServiceContainers,
+    ServicesUnavailable,
+    resolve_services,
+)
 from tests.support.harness import WorkerProcess
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--services",
+        choices=["stack", "containers"],
+        default=None,
+        help="Kafka and PostgreSQL of the integration tests: the running stack, or "
+        f"containers of the session's own (default: ${SERVICES_VARIABLE}, else stack)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,8 +53,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Settings:
-    """The stack's settings; fails (never skips) when the stack is not running."""
+def stack_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """Settings for the session's Kafka and PostgreSQL: the stack's, or containers' (see the
+    module's docstring). Fails (never skips) when they are not there."""
+    try:
+        services = resolve_services(request.config.getoption("services", None), os.environ)
+    except ValueError as error:
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
+    if services == "stack":
+        yield _running_stack_settings()
+        return
+    try:
+        containers = ServiceContainers(ContainerSettings.from_environment(os.environ))
+        settings = containers.start(load_settings())
+    except (ValueError, ServicesUnavailable) as error:
+        # Only the explanation: the Docker client's chain of causes says nothing more.
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
+    yield settings
+    for problem in containers.stop():  # cleanup only: the tests' outcomes stand
+        warnings.warn(f"container not removed: {problem}", stacklevel=1)
+
+
+def _running_stack_settings() -> Settings:
     settings = load_settings()
     admin = AdminClient(librdkafka_config(settings))
     try:
