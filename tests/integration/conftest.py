@@ -27,23 +27,12 @@ from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.user_service_server import UserServiceStubServer
 from state.database import create_database_engine, upgrade_schema
 from tests.support.containers import (
-    SERVICES_VARIABLE,
     ContainerSettings,
     ServiceContainers,
     ServicesUnavailable,
     resolve_services,
 )
 from tests.support.harness import WorkerProcess
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--services",
-        choices=["stack", "containers"],
-        default=None,
-        help="Kafka and PostgreSQL of the integration tests: the running stack, or "
-        f"containers of the session's own (default: ${SERVICES_VARIABLE}, else stack)",
-    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

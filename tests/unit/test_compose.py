@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from clients.endpoint_policy import checked_base_url
 from config.settings import ENV_PREFIX, Settings
 from pipelines.cli import _parser
+from tests.support.compose_yaml import ComposeLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -372,16 +373,9 @@ def test_promtool_accepts_the_compose_config() -> None:
 # --- the override for machines without a registry (deploy/compose/local-images.yml) --------
 
 
-class _ResetLoader(yaml.SafeLoader):
-    """Reads compose's `!reset` tag (clear the value of the file below) as None."""
-
-
-_ResetLoader.add_constructor("!reset", lambda loader, node: None)
-
-
 def _override() -> dict[str, Service]:
     text = LOCAL_OVERRIDE.read_text(encoding="utf-8")
-    services: dict[str, Service] = yaml.load(text, Loader=_ResetLoader)["services"]  # noqa: S506
+    services: dict[str, Service] = yaml.load(text, Loader=ComposeLoader)["services"]  # noqa: S506
     return services
 
 

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 import telemetry.metrics  # noqa: F401 - registers the worker's metrics in REGISTRY
 from config.settings import ENV_PREFIX, Settings
+from tests.support.compose_yaml import ComposeLoader
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -52,7 +53,9 @@ Document = dict[str, Any]
 
 def _documents(path: Path) -> list[Document]:
     with path.open(encoding="utf-8") as stream:
-        documents = [document for document in yaml.safe_load_all(stream) if document is not None]
+        # Compose's override files use compose's `!reset`; everything else is plain YAML.
+        loaded = yaml.load_all(stream, Loader=ComposeLoader)
+        documents = [document for document in loaded if document is not None]
     assert documents, f"{path} holds no document"
     for document in documents:
         assert isinstance(document, dict), f"{path}: a document is not a mapping"
