@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ import pytest
 from sandbox.gateway_server import SandboxGatewayServer
 from sandbox.json_server import raise_open_file_limit
 from sandbox.user_service_server import UserServiceStubServer
+from tests.support.harness import REPOSITORY, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -501,3 +505,23 @@ def test_a_new_server_on_the_same_port_serves_the_same_state() -> None:
         assert stats["requests"] == 6  # the server's counters are the new server's own
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize("kind", ["gateway", "user-service"])
+def test_the_sandbox_command_stops_on_sigterm_with_status_0(kind: str) -> None:
+    # In a container it is the first process, which has no default action for SIGTERM.
+    port = free_port()
+    command = [sys.executable, "-m", "pipelines.cli", "sandbox", kind, "--port", str(port)]
+    process = subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
