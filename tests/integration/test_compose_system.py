@@ -156,3 +156,17 @@ def test_the_compose_system_works_a_command_and_every_pipeline_is_scraped(system
     query = quote("sum(payment_worker_commands_total)")
     scraped = _prometheus(f"/api/v1/query?query={query}")
     assert scraped["status"] == "success"
+
+
+def test_compose_accepts_the_users_file_alone_and_with_the_override() -> None:
+    # The file users run, as they run it (public images), and the override CI runs on top.
+    for files in (
+        ["docker-compose.yml"],
+        ["docker-compose.yml", "deploy/compose/local-images.yml"],
+    ):
+        options = [option for name in files for option in ("--file", name)]
+        completed = subprocess.run(
+            ["docker", "compose", *options, "--profile", "worker", "config", "--quiet"],
+            cwd=REPOSITORY, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert completed.returncode == 0, f"{files}: {completed.stderr}"
