@@ -35,8 +35,6 @@ from bench.expected import ExpectedRun, replay
 from bench.isolation import fresh_schema, fresh_topics, isolated_settings
 from bench.latency import measure_latency
 from bench.machine_facts import machine
-from bench.metrics_text import metric_sample, metric_value
-from bench.probes import http_get, wait_until_ready, wait_until_serving
 from bench.procfs import rss_bytes
 from bench.sampling import CpuWindow, WorkerSampler
 from bench.sandbox_services import SandboxServices
@@ -49,6 +47,8 @@ from bench.workload import (
 from config.settings import Settings, load_settings
 from state.database import create_database_engine
 from tests.support.harness import WorkerProcess
+from tests.support.metrics_text import metric_sample, metric_value
+from tests.support.probes import http_get, wait_until_ready, wait_until_serving
 
 logger = logging.getLogger("bench")
 

@@ -49,7 +49,6 @@ from sqlalchemy import Engine
 from bench.bulk_produce import bulk_producer
 from bench.committed_outputs import watch_outputs
 from bench.isolation import fresh_schema, fresh_topics, isolated_settings
-from bench.probes import wait_until_ready
 from bench.procfs import rss_bytes
 from bench.sandbox_services import SandboxServices
 from bench.workload import WorkloadGenerator
@@ -64,6 +63,7 @@ from state.command_store import CommandStore, WriteConflicts
 from state.database import create_database_engine
 from tests.support.fakes import FixedProfiles, MemoryGateway
 from tests.support.harness import WorkerProcess
+from tests.support.probes import wait_until_ready
 
 MIB = 2**20
 SEED = 42

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.metrics_text import metric_value
-from bench.probes import http_get
 from bench.procfs import process_cpu_seconds, rss_bytes
+from tests.support.metrics_text import metric_value
+from tests.support.probes import http_get
 
 IN_FLIGHT_GAUGE = "payment_worker_gateway_calls_in_flight"
 # A window with fewer samples than this is judged on every sample of the run instead.

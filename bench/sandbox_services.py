@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.probes import http_get
 from bench.procfs import process_cpu_seconds
 from tests.support.harness import REPOSITORY, exit_with_parent, free_port
+from tests.support.probes import http_get
 
 
 class SandboxService:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.probes import http_get
 from bench.scaling.config import METRICS_POLL_SECONDS
 from tests.support.harness import WorkerProcess
+from tests.support.probes import http_get
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.harness import REPOSITORY
+from tests.support.metrics_text import metric_sample
 
 pytestmark = pytest.mark.docker
 
@@ -35,7 +36,7 @@ PROJECT = "payment-worker-test"
 WORKERS = {"worker-1": 9108, "worker-2": 9109}
 PROJECTION_PORT = 9110
 PROMETHEUS = "http://127.0.0.1:9090"
-ACCEPTED = 'payment_worker_commands_total{status="accepted",type="AddPaymentMethod"}'
+ACCEPTED = ("payment_worker_commands_total", 'status="accepted",type="AddPaymentMethod"')
 
 
 def _compose(*arguments: str, timeout: float = 120) -> str:
@@ -67,13 +68,6 @@ def _prometheus(path: str) -> Any:
     """Prometheus' API, published on the host's 127.0.0.1:9090 by both compose setups."""
     with urllib.request.urlopen(PROMETHEUS + path, timeout=5) as response:  # noqa: S310
         return json.load(response)
-
-
-def _sample(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 # What both compose setups take on the host's 127.0.0.1; scripts/stack takes two of them.
@@ -137,7 +131,7 @@ def test_the_compose_system_works_a_command_and_every_pipeline_is_scraped(system
     for service, port in WORKERS.items():
         metrics = _fetch(service, f"http://127.0.0.1:{port}/metrics")
         assert "payment_worker_build_info{" in metrics, service
-        counted += _sample(metrics, ACCEPTED)
+        counted += metric_sample(metrics, *ACCEPTED)
     assert counted == 1.0, "the command is counted once, by the worker that took it"
     projection = _fetch("projection", f"http://127.0.0.1:{PROJECTION_PORT}/metrics")
     assert "payment_worker_build_info{" in projection

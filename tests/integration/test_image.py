@@ -18,14 +18,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
 from config.settings import Settings
 from tests.support.harness import REPOSITORY, free_port, read_topic, settings_environment
+from tests.support.probes import http_get
 
 pytestmark = pytest.mark.docker
 
@@ -47,19 +46,9 @@ def _docker(*arguments: str, environment: dict[str, str] | None = None) -> str:
     return completed.stdout
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
 def _wait_for(url: str, timeout: float, container: str) -> None:
     deadline = time.monotonic() + timeout
-    while _status(url) != 200:
+    while http_get(url, timeout=2)[0] != 200:
         if time.monotonic() > deadline:
             logs = _docker("logs", "--tail", "30", container)
             raise AssertionError(f"{url} did not answer 200 in {timeout:.0f} s; logs:\n{logs}")

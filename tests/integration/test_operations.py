@@ -8,8 +8,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
@@ -30,6 +28,8 @@ from tests.support.harness import (
     read_topic,
     settings_environment,
 )
+from tests.support.metrics_text import metric_sample
+from tests.support.probes import http_get
 
 
 def _cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -204,23 +204,6 @@ def test_dead_letters_can_be_listed_and_replayed_safely(
         assert connection.execute(text("SELECT count(*) FROM payment_methods")).scalar() == 1
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def _sample(text_metrics: str, name: str, labels: str = "") -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)"
-    found = re.search("^" + pattern, text_metrics, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_metrics_and_probes_during_a_run(
     settings: Settings, tmp_path: Path, sandbox_gateway: SandboxGatewayServer
 ) -> None:
@@ -237,16 +220,16 @@ def test_metrics_and_probes_during_a_run(
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while _get(base + "/readyz")[0] != 200 and time.monotonic() < deadline:
+        while http_get(base + "/readyz")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _get(base + "/readyz")[0] == 200, worker.log()
-        assert _get(base + "/healthz")[0] == 200
+        assert http_get(base + "/readyz")[0] == 200, worker.log()
+        assert http_get(base + "/healthz")[0] == 200
 
         commands = [add_payment_method(f"user-metrics-{n}") for n in range(5)]
         produce(observed, [(c["userId"].encode(), encode(c)) for c in commands])
         read_topic(observed, observed.topic_results, expected=5)
         time.sleep(1.5)  # one more statistics report
-        _, text_metrics = _get(base + "/metrics")
+        _, text_metrics = http_get(base + "/metrics")
         assert (
             'payment_worker_commands_total{status="accepted",type="AddPaymentMethod"} 5.0'
             in text_metrics
@@ -258,9 +241,11 @@ def test_metrics_and_probes_during_a_run(
         lags = re.findall(lag_sample + r" (\S+)", text_metrics)
         assert [float(lag) for lag in lags] == [0.0, 0.0, 0.0]
         assert "payment_worker_checkpoint_write_seconds_count" in text_metrics
-        assert _sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 5
+        assert metric_sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 5
         assert (
-            _sample(text_metrics, "payment_worker_kafka_transactions_total", 'outcome="committed"')
+            metric_sample(
+                text_metrics, "payment_worker_kafka_transactions_total", 'outcome="committed"'
+            )
             >= 1
         )
         build = re.search(
@@ -287,19 +272,19 @@ def test_metrics_and_probes_during_a_run(
         deadline = time.monotonic() + 30
         held = 0.0
         while held < 1 and time.monotonic() < deadline:
-            held = _sample(_get(base + "/metrics")[1], "payment_worker_held_keys")
+            held = metric_sample(http_get(base + "/metrics")[1], "payment_worker_held_keys")
             time.sleep(0.1)
         assert held == 1
-        assert _get(base + "/readyz")[0] == 200
+        assert http_get(base + "/readyz")[0] == 200
         sandbox_gateway.gateway.available = True
         read_topic(observed, observed.topic_results, expected=6, timeout=60)
         deadline = time.monotonic() + 10
         while held and time.monotonic() < deadline:
-            _, text_metrics = _get(base + "/metrics")
-            held = _sample(text_metrics, "payment_worker_held_keys")
+            _, text_metrics = http_get(base + "/metrics")
+            held = metric_sample(text_metrics, "payment_worker_held_keys")
             time.sleep(0.1)
         assert held == 0
-        assert _sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 6
-        assert _sample(text_metrics, "payment_worker_pipeline_restarts_total") == 0
+        assert metric_sample(text_metrics, "payment_worker_processing_latency_seconds_count") == 6
+        assert metric_sample(text_metrics, "payment_worker_pipeline_restarts_total") == 0
     finally:
         assert worker.stop() == 0

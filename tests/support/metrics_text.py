@@ -1,4 +1,5 @@
-"""Reading single samples out of a worker's Prometheus text output (``/metrics``).
+"""Reading single samples out of a worker's Prometheus text output (``/metrics``), for the
+tests and the benchmarks.
 
 A regular expression on one line, not a parser: the benchmark reads a handful of figures
 while it scrapes often, and a metric the worker does not export reads as absent.
